@@ -1,0 +1,9 @@
+/**
+ * @tinyllama/kernels — the kernel runtime: builds and loads the C (and later CUDA) kernel library
+ * through bun:ffi, owns device memory, and exposes every op behind a shape-checked wrapper.
+ */
+export { Backend, getBackend, openBackend, cudaUnavailableReason, type BackendOptions, type DeviceKind } from "./backend.ts";
+export { buildCpuLibrary, findCCompiler, kernelsDir, type CpuBuildOptions } from "./build.ts";
+export { KernelError, ShapeError, fmtShape } from "./errors.ts";
+export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
+export { matmulForward, matmulBackward } from "./ops/matmul.ts";

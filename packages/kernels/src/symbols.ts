@@ -1,0 +1,30 @@
+/**
+ * The bun:ffi view of kernels/include/tinyllama.h. Both libraries (cpu, cuda) export exactly these
+ * symbols; keep this table and the header in the same order, one section per op family.
+ */
+import { FFIType } from "bun:ffi";
+
+const { ptr, i32, i64, f32, cstring } = FFIType;
+
+export const symbols = {
+  // runtime
+  tl_error_string: { args: [i32], returns: cstring },
+  tl_last_error: { args: [], returns: cstring },
+  tl_backend: { args: [], returns: i32 },
+  tl_build_info: { args: [ptr], returns: i32 },
+  tl_set_num_threads: { args: [i32], returns: i32 },
+  tl_get_num_threads: { args: [ptr], returns: i32 },
+  // memory
+  tl_alloc: { args: [ptr, i64], returns: i32 },
+  tl_free: { args: [ptr], returns: i32 },
+  tl_zero: { args: [ptr, i64], returns: i32 },
+  tl_upload: { args: [ptr, ptr, i64], returns: i32 },
+  tl_download: { args: [ptr, ptr, i64], returns: i32 },
+  tl_copy: { args: [ptr, ptr, i64], returns: i32 },
+  tl_sync: { args: [], returns: i32 },
+  // matmul
+  tl_matmul_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_matmul_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+} as const;
+
+export type KernelSymbols = typeof symbols;
