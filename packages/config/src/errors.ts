@@ -50,6 +50,8 @@ export function parseWith<S extends v.GenericSchema>(
   root: string,
   rename?: (key: string) => string,
 ): v.InferOutput<S> {
+  // valibot's object schemas accept arrays (typeof 'object'); a config is never one.
+  if (Array.isArray(input)) throw new ConfigError([{ path: root, message: 'must be an object (got an array)' }]);
   const result = v.safeParse(schema, input);
   if (!result.success) throw toConfigError(result.issues, root, rename);
   return result.output;

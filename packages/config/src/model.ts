@@ -1,80 +1,72 @@
 import * as v from 'valibot';
 import { parseWith } from './errors.ts';
-import { boolean, nonNegativeInt, positive, positiveInt, strictObject, whenIntegers } from './rules.ts';
+import { boolean, crossFieldRules, nonNegativeInt, positive, positiveInt, strictObject } from './rules.ts';
 
 /**
  * The architecture of a Llama-2-style decoder (TinyLlama's family). Names follow the math used across the
  * project: C = dim, H = hiddenDim, L = nLayers, NH = nHeads, NKV = nKvHeads, HD = dim / nHeads, V = vocabSize.
  */
+const modelFields = strictObject({
+  /** V: tokenizer vocabulary size (HF vocab_size). */
+  vocabSize: positiveInt(),
+  /** C: residual stream width (HF hidden_size). */
+  dim: positiveInt(),
+  /** H: SwiGLU inner width (HF intermediate_size). */
+  hiddenDim: positiveInt(),
+  /** L: transformer blocks (HF num_hidden_layers). */
+  nLayers: positiveInt(),
+  /** NH: query heads (HF num_attention_heads). */
+  nHeads: positiveInt(),
+  /** NKV: key/value heads, shared by NH / NKV query heads each (GQA; HF num_key_value_heads). */
+  nKvHeads: positiveInt(),
+  /** T max: longest sequence the model is trained for (HF max_position_embeddings). */
+  maxSeqLen: positiveInt(),
+  /** RoPE base (HF rope_theta). */
+  ropeTheta: positive(),
+  /** RMSNorm epsilon (HF rms_norm_eps). */
+  normEps: positive(),
+  /** Whether lm_head shares the embedding matrix (false for TinyLlama). */
+  tieEmbeddings: boolean(),
+  bosId: nonNegativeInt(),
+  eosId: nonNegativeInt(),
+});
+type ModelFields = v.InferOutput<typeof modelFields>;
+
 export const ModelConfigSchema = v.pipe(
-  strictObject({
-    /** V: tokenizer vocabulary size (HF vocab_size). */
-    vocabSize: positiveInt(),
-    /** C: residual stream width (HF hidden_size). */
-    dim: positiveInt(),
-    /** H: SwiGLU inner width (HF intermediate_size). */
-    hiddenDim: positiveInt(),
-    /** L: transformer blocks (HF num_hidden_layers). */
-    nLayers: positiveInt(),
-    /** NH: query heads (HF num_attention_heads). */
-    nHeads: positiveInt(),
-    /** NKV: key/value heads, shared by NH / NKV query heads each (GQA; HF num_key_value_heads). */
-    nKvHeads: positiveInt(),
-    /** T max: longest sequence the model is trained for (HF max_position_embeddings). */
-    maxSeqLen: positiveInt(),
-    /** RoPE base (HF rope_theta). */
-    ropeTheta: positive(),
-    /** RMSNorm epsilon (HF rms_norm_eps). */
-    normEps: positive(),
-    /** Whether lm_head shares the embedding matrix (false for TinyLlama). */
-    tieEmbeddings: boolean(),
-    bosId: nonNegativeInt(),
-    eosId: nonNegativeInt(),
-  }),
-  // Cross-field rules. partialCheck runs whenever its own fields are valid, even if others are not,
-  // so one parse reports every problem. forward() puts the issue on the field a user would change.
-  v.forward(
-    v.partialCheck(
-      [['dim'], ['nHeads']],
-      (c) => whenIntegers([c.dim, c.nHeads], () => c.dim % c.nHeads === 0),
-      (issue) => `dim (${issue.input.dim}) must be divisible by nHeads (${issue.input.nHeads})`,
-    ),
-    ['nHeads'],
-  ),
-  v.forward(
-    v.partialCheck(
-      [['nHeads'], ['nKvHeads']],
-      (c) => whenIntegers([c.nHeads, c.nKvHeads], () => c.nHeads % c.nKvHeads === 0),
-      (issue) => `heads (${issue.input.nHeads}) must be divisible by KV heads (${issue.input.nKvHeads})`,
-    ),
-    ['nKvHeads'],
-  ),
-  // Rotate-half RoPE pairs dimension i with i + HD/2, so the head dimension must be even.
-  v.forward(
-    v.partialCheck(
-      [['dim'], ['nHeads']],
-      (c) => whenIntegers([c.dim, c.nHeads], () => c.dim % c.nHeads !== 0 || (c.dim / c.nHeads) % 2 === 0),
-      (issue) =>
-        `head dim dim/nHeads (${issue.input.dim}/${issue.input.nHeads} = ${issue.input.dim / issue.input.nHeads}) must be even for rotary embeddings`,
-    ),
-    ['nHeads'],
-  ),
-  v.forward(
-    v.partialCheck(
-      [['bosId'], ['vocabSize']],
-      (c) => whenIntegers([c.bosId, c.vocabSize], () => c.bosId < c.vocabSize),
-      (issue) => `bosId (${issue.input.bosId}) must be < vocabSize (${issue.input.vocabSize})`,
-    ),
-    ['bosId'],
-  ),
-  v.forward(
-    v.partialCheck(
-      [['eosId'], ['vocabSize']],
-      (c) => whenIntegers([c.eosId, c.vocabSize], () => c.eosId < c.vocabSize),
-      (issue) => `eosId (${issue.input.eosId}) must be < vocabSize (${issue.input.vocabSize})`,
-    ),
-    ['eosId'],
-  ),
+  modelFields,
+  crossFieldRules<ModelFields>([
+    {
+      field: 'nHeads',
+      reads: ['dim', 'nHeads'],
+      ok: (c) => c.dim % c.nHeads === 0,
+      message: (c) => `dim (${c.dim}) must be divisible by nHeads (${c.nHeads})`,
+    },
+    {
+      field: 'nKvHeads',
+      reads: ['nHeads', 'nKvHeads'],
+      ok: (c) => c.nHeads % c.nKvHeads === 0,
+      message: (c) => `heads (${c.nHeads}) must be divisible by KV heads (${c.nKvHeads})`,
+    },
+    // Rotate-half RoPE pairs dimension i with i + HD/2, so the head dimension must be even.
+    {
+      field: 'nHeads',
+      reads: ['dim', 'nHeads'],
+      ok: (c) => c.dim % c.nHeads !== 0 || (c.dim / c.nHeads) % 2 === 0,
+      message: (c) => `head dim dim/nHeads (${c.dim}/${c.nHeads} = ${c.dim / c.nHeads}) must be even for rotary embeddings`,
+    },
+    {
+      field: 'bosId',
+      reads: ['bosId', 'vocabSize'],
+      ok: (c) => c.bosId < c.vocabSize,
+      message: (c) => `bosId (${c.bosId}) must be < vocabSize (${c.vocabSize})`,
+    },
+    {
+      field: 'eosId',
+      reads: ['eosId', 'vocabSize'],
+      ok: (c) => c.eosId < c.vocabSize,
+      message: (c) => `eosId (${c.eosId}) must be < vocabSize (${c.vocabSize})`,
+    },
+  ]),
 );
 
 /** A validated model config. Produce one with parseModelConfig, getPreset, loadModelConfig or fromHfConfig. */

@@ -58,10 +58,33 @@ export function looseObject<const E extends v.ObjectEntries>(entries: E) {
   return v.looseObject(entries, objectMessage(Object.keys(entries).join(', ')));
 }
 
+/** A rule between fields of one object, reported on `field` (the one a user would change). */
+export interface CrossFieldRule<T> {
+  readonly field: keyof T & string;
+  /** Every field the rule reads; it is skipped if any of them failed its own rule (already reported). */
+  readonly reads: readonly (keyof T & string)[];
+  readonly ok: (c: T) => boolean;
+  readonly message: (c: T) => string;
+}
+
 /**
- * Guards a cross-field rule: it only applies once every field it reads is a valid positive integer, since
- * valibot runs cross-field checks even when a field failed its own rule (that rule already reported it).
+ * Checks cross-field rules in one pass, after the fields' own rules, so one parse reports every problem.
+ * (valibot's partialCheck + forward skips a rule whenever an earlier rule's issue landed on a field it reads,
+ * which hides real problems as soon as any other field, or an unknown key, is bad.)
  */
-export function whenIntegers(values: readonly number[], rule: () => boolean): boolean {
-  return !values.every((n) => Number.isSafeInteger(n) && n >= 0) || rule();
+export function crossFieldRules<T extends Record<string, unknown>>(rules: readonly CrossFieldRule<T>[]) {
+  return v.rawCheck<T>(({ dataset, addIssue }) => {
+    const value: unknown = dataset.value;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
+    const failed = new Set((dataset.issues ?? []).map((issue) => String(issue.path?.[0]?.key)));
+    const c = value as T;
+    for (const rule of rules) {
+      if (rule.reads.some((f) => failed.has(f) || !(f in c))) continue;
+      if (rule.ok(c)) continue;
+      addIssue({
+        message: rule.message(c),
+        path: [{ type: 'object', origin: 'value', input: c, key: rule.field, value: c[rule.field] }],
+      });
+    }
+  });
 }

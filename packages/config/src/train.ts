@@ -10,68 +10,69 @@ import {
   positiveInt,
   strictObject,
   unitInterval,
-  whenIntegers,
+  crossFieldRules,
 } from './rules.ts';
 
 export const SCHEDULES = ['cosine', 'constant'] as const;
 export const SAMPLERS = ['random', 'sequential'] as const;
 export const DEVICES = ['auto', 'cpu', 'cuda'] as const;
 
+const trainFields = strictObject({
+  /** B: sequences per micro-batch (one forward/backward). */
+  batch: positiveInt(),
+  /** T: tokens per sequence; at most the model's maxSeqLen. */
+  seq: positiveInt(),
+  /** Micro-batches whose gradients are summed before each optimizer step. */
+  gradAccum: positiveInt(),
+  /** Optimizer steps in the run. */
+  steps: positiveInt(),
+  /** Peak learning rate, reached after warmup (TinyLlama: 4e-4). */
+  lr: positive(),
+  /** Final learning rate of the cosine decay (TinyLlama: 4e-5). */
+  minLr: nonNegative(),
+  /** Linear warmup steps from 0 to lr (TinyLlama: 2000). */
+  warmup: nonNegativeInt(),
+  /** AdamW decoupled weight decay (TinyLlama: 0.1). */
+  weightDecay: nonNegative(),
+  beta1: unitInterval(),
+  beta2: unitInterval(),
+  eps: positive(),
+  /** Global gradient-norm clip (TinyLlama: 1.0); 0 turns clipping off. */
+  gradClip: nonNegative(),
+  /** 'cosine': warmup then cosine from lr to minLr over the remaining steps. 'constant': warmup then lr. */
+  schedule: oneOf(SCHEDULES),
+  /** 'random': windows at random offsets (seeded). 'sequential': the data in order. */
+  sample: oneOf(SAMPLERS),
+  seed: nonNegativeInt(),
+  /** Evaluate every this many steps; 0 never. */
+  evalEvery: nonNegativeInt(),
+  /** Micro-batches per evaluation. */
+  evalBatches: positiveInt(),
+  /** Checkpoint every this many steps; 0 only at the end. */
+  saveEvery: nonNegativeInt(),
+  /** Checkpoints kept on disk; 0 keeps all. */
+  keepLast: nonNegativeInt(),
+  device: oneOf(DEVICES),
+});
+type TrainFields = v.InferOutput<typeof trainFields>;
+
 /** A training run. One optimizer step sees batch · seq · gradAccum tokens. */
 export const TrainConfigSchema = v.pipe(
-  strictObject({
-    /** B: sequences per micro-batch (one forward/backward). */
-    batch: positiveInt(),
-    /** T: tokens per sequence; at most the model's maxSeqLen. */
-    seq: positiveInt(),
-    /** Micro-batches whose gradients are summed before each optimizer step. */
-    gradAccum: positiveInt(),
-    /** Optimizer steps in the run. */
-    steps: positiveInt(),
-    /** Peak learning rate, reached after warmup (TinyLlama: 4e-4). */
-    lr: positive(),
-    /** Final learning rate of the cosine decay (TinyLlama: 4e-5). */
-    minLr: nonNegative(),
-    /** Linear warmup steps from 0 to lr (TinyLlama: 2000). */
-    warmup: nonNegativeInt(),
-    /** AdamW decoupled weight decay (TinyLlama: 0.1). */
-    weightDecay: nonNegative(),
-    beta1: unitInterval(),
-    beta2: unitInterval(),
-    eps: positive(),
-    /** Global gradient-norm clip (TinyLlama: 1.0); 0 turns clipping off. */
-    gradClip: nonNegative(),
-    /** 'cosine': warmup then cosine from lr to minLr over the remaining steps. 'constant': warmup then lr. */
-    schedule: oneOf(SCHEDULES),
-    /** 'random': windows at random offsets (seeded). 'sequential': the data in order. */
-    sample: oneOf(SAMPLERS),
-    seed: nonNegativeInt(),
-    /** Evaluate every this many steps; 0 never. */
-    evalEvery: nonNegativeInt(),
-    /** Micro-batches per evaluation. */
-    evalBatches: positiveInt(),
-    /** Checkpoint every this many steps; 0 only at the end. */
-    saveEvery: nonNegativeInt(),
-    /** Checkpoints kept on disk; 0 keeps all. */
-    keepLast: nonNegativeInt(),
-    device: oneOf(DEVICES),
-  }),
-  v.forward(
-    v.partialCheck(
-      [['minLr'], ['lr']],
-      (c) => !(Number.isFinite(c.minLr) && Number.isFinite(c.lr)) || c.minLr <= c.lr,
-      (issue) => `minLr (${issue.input.minLr}) must be <= lr (${issue.input.lr})`,
-    ),
-    ['minLr'],
-  ),
-  v.forward(
-    v.partialCheck(
-      [['warmup'], ['steps']],
-      (c) => whenIntegers([c.warmup, c.steps], () => c.warmup <= c.steps),
-      (issue) => `warmup (${issue.input.warmup}) must be <= steps (${issue.input.steps})`,
-    ),
-    ['warmup'],
-  ),
+  trainFields,
+  crossFieldRules<TrainFields>([
+    {
+      field: 'minLr',
+      reads: ['minLr', 'lr'],
+      ok: (c) => c.minLr <= c.lr,
+      message: (c) => `minLr (${c.minLr}) must be <= lr (${c.lr})`,
+    },
+    {
+      field: 'warmup',
+      reads: ['warmup', 'steps'],
+      ok: (c) => c.warmup <= c.steps,
+      message: (c) => `warmup (${c.warmup}) must be <= steps (${c.steps})`,
+    },
+  ]),
 );
 
 export type TrainConfig = v.InferOutput<typeof TrainConfigSchema>;
