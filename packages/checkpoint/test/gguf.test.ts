@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parameterShapes } from "@tinyllama/config";
 import { mulberry32, randn } from "@tinyllama/testing";
-import { f16ToF32, f32ToF16, GGUF_ALIGNMENT, GgmlType, loadHfCheckpoint, permuteRopeRows, readGguf, writeGguf, type GgufTokenizer } from "../src/index.ts";
+import { f16ToF32, f32ToF16, GGUF_ALIGNMENT, GgmlType, loadHfCheckpoint, permuteRopeRows, readGguf, writeGguf, type GgufTokenizer, type GgufValue } from "../src/index.ts";
 
 const FIX = join(import.meta.dir, "../../../test/fixtures/ckpt_gguf_tiny");
 const tmp = mkdtempSync(join(tmpdir(), "ckpt-gguf-"));
@@ -23,7 +23,7 @@ describe("writeGguf / readGguf", () => {
   const g = readGguf(paths.F32);
   test("llama metadata with the value types llama.cpp expects", () => {
     expect(g.version).toBe(3);
-    const want: [string, unknown, string][] = [
+    const want: [string, GgufValue, string][] = [
       ["general.architecture", "llama", "string"],
       ["general.name", "tiny", "string"],
       ["general.alignment", 32, "u32"],
