@@ -13,6 +13,11 @@ the continuation avoids the control tokens (llama.cpp stops at </s>).
 
 tools/reference/llama.py (the shared reference model) did not exist when this was written; `forward` below is a
 minimal private one.
+
+It also trains a tiny SentencePiece BPE model (512 pieces, byte fallback, Llama 2's normalization settings) into
+test/fixtures/ckpt_spm_tiny/: tokenizer.model, vocab.json (pieces, scores, types as SentencePiece reports them)
+and tokenize.json (texts and SentencePiece's ids for them), so the test can check that a GGUF vocabulary tokenizes
+in llama.cpp exactly as SentencePiece does, and that ggufVocab reproduces SentencePiece's pieces/scores/types.
 """
 import json
 import math
@@ -115,7 +120,50 @@ def greedy(sd, prompt, steps):
     return ids[len(prompt):], margins
 
 
+SPM_OUT = os.path.join(os.path.dirname(__file__), "..", "..", "test", "fixtures", "ckpt_spm_tiny")
+SPM_TEXTS = ["Hello world", "the quick brown fox jumps over the lazy dog", "Numbers: 12345 and 3.14!",
+             "caf\u00e9 \u00fcber na\u00efve", "\u65e5\u672c\u8a9e \U0001F600 emoji", "  leading and  double  spaces",
+             "line one\nline two", "zzzzqqqq xylophone"]
+
+
+def spm_fixture():
+    import io
+    import random
+
+    import sentencepiece as spm
+
+    rnd = random.Random(0)
+    words = ("the of and to in is was he for it with as his on be at by had are but from or have an they which one you "
+             "were her all she there would their we him been has when who will more no if out so said what up its about "
+             "into than them can only other new some could time these two may then do first any my now such like our over "
+             "man me even most made after also did many before must through back years where much your way well down "
+             "should because each just those people how too little state good very make world still own see men work "
+             "long get here between both life being under never day same another know while last might us great old year "
+             "off come since against go came right used take three").split()
+    lines = [" ".join(rnd.choice(words) for _ in range(rnd.randint(5, 15))).capitalize() + rnd.choice([".", "!", "?", ","])
+             for _ in range(3000)]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=V, model_type="bpe", byte_fallback=True,
+        character_coverage=1.0, split_digits=True, allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+        normalization_rule_name="identity", add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        num_threads=1, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    n = sp.get_piece_size()
+    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1 for i in range(n)]
+    os.makedirs(SPM_OUT, exist_ok=True)
+    with open(os.path.join(SPM_OUT, "tokenizer.model"), "wb") as f:
+        f.write(model.getvalue())
+    with open(os.path.join(SPM_OUT, "vocab.json"), "w") as f:
+        json.dump({"tokens": [sp.id_to_piece(i) for i in range(n)], "scores": [sp.get_score(i) for i in range(n)],
+                   "types": types, "bos_id": sp.bos_id(), "eos_id": sp.eos_id(), "unk_id": sp.unk_id()}, f, ensure_ascii=False)
+    with open(os.path.join(SPM_OUT, "tokenize.json"), "w") as f:
+        json.dump([{"text": t, "ids": sp.encode(t)} for t in SPM_TEXTS], f, ensure_ascii=False)
+    print(f"sentencepiece: {n} pieces; {SPM_TEXTS[1]!r} -> {sp.encode(SPM_TEXTS[1])}")
+
+
 def main():
+    spm_fixture()
     pieces, scores, types = vocab()
     for seed in range(100):
         sd = init(seed)

@@ -33,3 +33,4 @@ export {
   type GgufTensorInfo,
   type GgufValue,
 } from "./gguf.ts";
+export { ggufVocab, type TokenizerLike } from "./vocab.ts";

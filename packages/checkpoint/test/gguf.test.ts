@@ -4,20 +4,39 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parameterShapes } from "@tinyllama/config";
 import { mulberry32, randn } from "@tinyllama/testing";
-import { f16ToF32, f32ToF16, GGUF_ALIGNMENT, GgmlType, loadHfCheckpoint, permuteRopeRows, readGguf, writeGguf, type GgufTokenizer, type GgufValue } from "../src/index.ts";
+import {
+  f16ToF32,
+  f32ToF16,
+  GGUF_ALIGNMENT,
+  GgmlType,
+  ggufVocab,
+  loadHfCheckpoint,
+  permuteRopeRows,
+  readGguf,
+  writeGguf,
+  type GgufTokenizer,
+  type GgufValue,
+  type TokenizerLike,
+} from "../src/index.ts";
 
 const FIX = join(import.meta.dir, "../../../test/fixtures/ckpt_gguf_tiny");
+const SPM = join(import.meta.dir, "../../../test/fixtures/ckpt_spm_tiny");
 const tmp = mkdtempSync(join(tmpdir(), "ckpt-gguf-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-interface TokFile { tokens: string[]; scores: number[]; types: number[]; bos_id: number; eos_id: number; unk_id: number; add_bos: boolean; add_eos: boolean }
+interface TokFile { tokens: string[]; scores: number[]; types: number[]; bos_id: number; eos_id: number; unk_id: number; add_bos?: boolean; add_eos?: boolean }
 const tf = JSON.parse(readFileSync(join(FIX, "tokenizer_gguf.json"), "utf8")) as TokFile;
-const tokenizer: GgufTokenizer = { tokens: tf.tokens, scores: tf.scores, types: tf.types, bosId: tf.bos_id, eosId: tf.eos_id, unkId: tf.unk_id, addBos: tf.add_bos, addEos: tf.add_eos };
+const fromFile = (t: TokFile): GgufTokenizer => ({ tokens: t.tokens, scores: t.scores, types: t.types, bosId: t.bos_id, eosId: t.eos_id, unkId: t.unk_id, addBos: t.add_bos ?? true, addEos: t.add_eos ?? false });
+const tokenizer = fromFile(tf);
+// SentencePiece's own view of a real (tiny) tokenizer.model: pieces, scores, types, and its encodings of some texts.
+const spmVocab = fromFile(JSON.parse(readFileSync(join(SPM, "vocab.json"), "utf8")) as TokFile);
+const spmTexts = JSON.parse(readFileSync(join(SPM, "tokenize.json"), "utf8")) as { text: string; ids: number[] }[];
 const ck = loadHfCheckpoint(FIX);
 const { config } = ck;
-const paths = { F32: join(tmp, "tiny-f32.gguf"), F16: join(tmp, "tiny-f16.gguf") };
+const paths = { F32: join(tmp, "tiny-f32.gguf"), F16: join(tmp, "tiny-f16.gguf"), SPM: join(tmp, "tiny-spm.gguf") };
 writeGguf(paths.F32, { config, tensors: ck.tensors, tokenizer, dtype: "F32", name: "tiny" });
 writeGguf(paths.F16, { config, tensors: ck.tensors, tokenizer, dtype: "F16", name: "tiny" });
+writeGguf(paths.SPM, { config, tensors: ck.tensors, tokenizer: spmVocab }); // same V = 512: the weights do not matter here
 
 describe("writeGguf / readGguf", () => {
   const g = readGguf(paths.F32);
@@ -132,6 +151,48 @@ describe("writeGguf / readGguf", () => {
   });
 });
 
+describe("ggufVocab", () => {
+  test("tokenizer.json-style BPE (no scores): merge order becomes scores, types from unk/added/byte pieces", () => {
+    const pieces = ["<unk>", "<s>", "</s>", "<0x0A>", "a", "b", "ab", "abb", "bb", "<extra>"];
+    const tok: TokenizerLike = {
+      vocabSize: pieces.length, bosId: 1, eosId: 2,
+      idToToken: (i) => pieces[i]!,
+      spec: {
+        addedTokens: [{ id: 1, special: true }, { id: 2, special: true }, { id: 9, special: false }],
+        addBos: true, addEos: false,
+        model: { unkId: 0, byteFallback: true, merges: [{ merged: 8, rank: 0 }, { merged: 6, rank: 1 }, { merged: 7, rank: 2 }, { merged: 7, rank: 5 }] },
+      },
+    };
+    const v = ggufVocab(tok);
+    expect(v.tokens).toEqual(pieces);
+    // merges: "bb" rank 0, "ab" rank 1, "abb" rank 2 (its later duplicate rule ignored); the rest below every merge
+    expect(Array.from(v.scores)).toEqual([-4, -5, -6, -7, -8, -9, -1, -2, -0, -13]);
+    expect(Array.from(v.types)).toEqual([2, 3, 3, 6, 1, 1, 1, 1, 1, 4]);
+    expect([v.bosId, v.eosId, v.unkId, v.addBos, v.addEos]).toEqual([1, 2, 0, true, false]);
+    // SentencePiece scores, when the tokenizer has them, are used as they are.
+    const withScores = ggufVocab({ ...tok, spec: { ...tok.spec, scores: pieces.map((_, i) => i / 2) } });
+    expect(Array.from(withScores.scores)).toEqual(pieces.map((_, i) => i / 2));
+  });
+});
+
+type TokenizerModule = { Tokenizer: { fromFile(path: string): TokenizerLike } };
+let tokMod: TokenizerModule | undefined;
+try {
+  const name = "@tinyllama/tokenizer"; // a variable: this package does not depend on it
+  tokMod = (await import(name)) as TokenizerModule;
+} catch {
+  console.log("SKIP ggufVocab on a real tokenizer.model: @tinyllama/tokenizer is not installed in this checkout");
+}
+describe.if(tokMod !== undefined)("ggufVocab with @tinyllama/tokenizer", () => {
+  test("a SentencePiece tokenizer.model gives SentencePiece's own pieces, scores and types", () => {
+    const v = ggufVocab(tokMod!.Tokenizer.fromFile(join(SPM, "tokenizer.model")));
+    expect(v.tokens).toEqual(spmVocab.tokens);
+    expect(Array.from(v.scores)).toEqual(Array.from(spmVocab.scores, (x) => Math.fround(x)));
+    expect(Array.from(v.types)).toEqual(Array.from(spmVocab.types));
+    expect([v.bosId, v.eosId, v.unkId]).toEqual([spmVocab.bosId, spmVocab.eosId, spmVocab.unkId]);
+  });
+});
+
 // ---- llama.cpp parity: the exported file must generate what PyTorch generates from the same weights ----
 
 interface Expected { prompt: number[]; continuation: number[]; min_margin: number }
@@ -158,7 +219,7 @@ async function greedyInLlamaCpp(lib: NodeLlamaCpp, modelPath: string, prompt: nu
   const llama = await runtime;
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   try {
-    const context = await model.createContext({ contextSize: 64, threads: 2, batchSize: 64 });
+    const context = await model.createContext({ contextSize: 64, threads: 1, batchSize: 64 });
     const out: number[] = [];
     // temperature 0 = argmax; no repeat penalty unless asked for.
     for await (const tok of context.getSequence().evaluate(prompt as never[], { temperature: 0 })) {
@@ -182,6 +243,15 @@ describe.if(nlc !== undefined)("llama.cpp (node-llama-cpp 3.21.1, CPU)", () => {
   test("F16 GGUF loads and generates the same greedy continuation", async () => {
     const ids = await greedyInLlamaCpp(nlc!, paths.F16, expected.prompt, expected.continuation.length);
     expect(ids).toEqual(expected.continuation);
+  }, SLOW);
+  test("a GGUF vocabulary from a SentencePiece model tokenizes in llama.cpp exactly as SentencePiece does", async () => {
+    runtime ??= nlc!.getLlama({ gpu: false, build: "never", logLevel: nlc!.LlamaLogLevel.error });
+    const model = await (await runtime).loadModel({ modelPath: paths.SPM, gpuLayers: 0 });
+    try {
+      for (const { text, ids } of spmTexts) expect([text, model.tokenize(text).map(Number)]).toEqual([text, ids]);
+    } finally {
+      await model.dispose();
+    }
   }, SLOW);
   test("without the Q/K permutation llama.cpp generates something else (the test can fail)", async () => {
     // Un-permute on purpose: feed GGML-layout weights through writeGguf, which permutes again.
