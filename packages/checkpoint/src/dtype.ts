@@ -18,7 +18,7 @@ const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
 /** bf16 bits -> f32 (exact: bf16 is the top half of an f32). */
-export function bf16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function bf16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   if (out.length !== src.length) throw new RangeError(`bf16ToF32: out has ${out.length} elements, src ${src.length}`);
   const o = new Uint32Array(out.buffer, out.byteOffset, out.length);
   for (let i = 0; i < src.length; i++) o[i] = src[i]! << 16;
@@ -37,7 +37,7 @@ function bf16Nan(bits: number): number {
 }
 
 /** f32 -> bf16 bits, round to nearest even. */
-export function f32ToBf16(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
+export function f32ToBf16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   if (out.length !== src.length) throw new RangeError(`f32ToBf16: out has ${out.length} elements, src ${src.length}`);
   const s = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < s.length; i++) {
@@ -68,7 +68,7 @@ export function f16BitsToF32(h: number): number {
 }
 
 /** f16 bits -> f32 (exact). Works on bit patterns throughout, so NaN payloads survive (JS numbers may not keep them). */
-export function f16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function f16ToF32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   if (out.length !== src.length) throw new RangeError(`f16ToF32: out has ${out.length} elements, src ${src.length}`);
   // 64K-entry table: one lookup per element instead of branching.
   const table = f16Table();
@@ -112,8 +112,22 @@ export function f32BitsToF16(bits: number): number {
   return sign | h;
 }
 
-/** f32 -> f16 bits, round to nearest even. */
-export function f32ToF16(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
+// Engines with a native Float16Array (Bun, recent V8) convert with hardware-speed RNE; NaN payloads are redone here
+// because engines canonicalize them. Elsewhere (older Node, browsers) the portable bit-level loop runs.
+const NativeF16 = (globalThis as { Float16Array?: typeof Float16Array }).Float16Array;
+
+/** f32 -> f16 bits, round to nearest even (native Float16Array when the engine has one, else f32ToF16Portable). */
+export function f32ToF16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
+  if (out.length !== src.length) throw new RangeError(`f32ToF16: out has ${out.length} elements, src ${src.length}`);
+  if (!NativeF16) return f32ToF16Portable(src, out);
+  new NativeF16(out.buffer, out.byteOffset, out.length).set(src);
+  const s = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < s.length; i++) if ((s[i]! & 0x7fffffff) > 0x7f800000) out[i] = f32BitsToF16(s[i]!);
+  return out;
+}
+
+/** f32 -> f16 bits with integer operations only (the reference the native path is tested against). */
+export function f32ToF16Portable(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   if (out.length !== src.length) throw new RangeError(`f32ToF16: out has ${out.length} elements, src ${src.length}`);
   const s = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < s.length; i++) out[i] = f32BitsToF16(s[i]!);

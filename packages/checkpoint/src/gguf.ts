@@ -13,8 +13,8 @@
 //    the dot products q·k are unchanged because q and k are permuted alike.
 
 import { parameterShapes, type ModelConfig } from "@tinyllama/config";
-import { f16ToF32, f32ToF16 } from "./dtype.ts";
-import { writeAtomic } from "./safetensors.ts";
+import { f16ToF32 } from "./dtype.ts";
+import { encodeChunks, writeAtomic } from "./safetensors.ts";
 import { statSync } from "node:fs";
 
 export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
@@ -281,8 +281,7 @@ export function writeGguf(path: string, options: WriteGgufOptions): void {
       const cols = t.shape[1] ?? 1;
       if (t.hf.endsWith(".self_attn.q_proj.weight")) data = permuteRopeRows(data, cfg.nHeads, cols);
       else if (t.hf.endsWith(".self_attn.k_proj.weight")) data = permuteRopeRows(data, cfg.nKvHeads, cols);
-      const out = t.type === GgmlType.F16 ? f32ToF16(data) : data;
-      yield new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+      yield* encodeChunks(data, t.type === GgmlType.F16 ? "F16" : "F32");
       const pad = (GGUF_ALIGNMENT - (t.nbytes % GGUF_ALIGNMENT)) % GGUF_ALIGNMENT;
       if (pad) yield zeros.subarray(0, pad);
     }

@@ -264,8 +264,8 @@ export interface TensorToWrite {
   readonly data: Float32Array | Uint16Array;
 }
 
-/** Encodes one tensor's bytes (validated against its shape and dtype). */
-function encode(t: TensorToWrite): Uint8Array {
+/** Checks one tensor against its shape and dtype (before anything is written). */
+function validate(t: TensorToWrite): void {
   const dtype = t.dtype ?? "F32";
   if (dtype !== "F32" && dtype !== "BF16" && dtype !== "F16") {
     throw new SafetensorsError(`writeSafetensors: tensor "${t.name}" has dtype ${JSON.stringify(dtype)}; write F32, BF16 or F16`);
@@ -275,11 +275,30 @@ function encode(t: TensorToWrite): Uint8Array {
   if (t.data.length !== n) {
     throw new SafetensorsError(`writeSafetensors: tensor "${t.name}" has shape ${fmtShape(t.shape)} (${n} elements) but ${t.data.length} values`);
   }
-  let out: Float32Array | Uint16Array;
-  if (t.data instanceof Float32Array) out = dtype === "F32" ? t.data : dtype === "BF16" ? f32ToBf16(t.data) : f32ToF16(t.data);
-  else if (t.data instanceof Uint16Array && dtype !== "F32") out = t.data;
-  else throw new SafetensorsError(`writeSafetensors: tensor "${t.name}" is ${dtype}; pass a Float32Array${dtype === "F32" ? "" : " or raw bits as a Uint16Array"}`);
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  const ok = t.data instanceof Float32Array || (t.data instanceof Uint16Array && dtype !== "F32");
+  if (!ok) throw new SafetensorsError(`writeSafetensors: tensor "${t.name}" is ${dtype}; pass a Float32Array${dtype === "F32" ? "" : " or raw bits as a Uint16Array"}`);
+}
+
+const CHUNK = 1 << 20; // elements narrowed per write: bounded scratch memory however large the tensor
+
+/**
+ * The bytes of `data` stored as `dtype`, as a sequence of chunks. f32 data narrowed to BF16/F16 is converted a chunk
+ * at a time into one reused buffer, so each chunk must be consumed (written) before the next is requested.
+ */
+export function* encodeChunks(data: Float32Array | Uint16Array, dtype: Dtype): Generator<Uint8Array> {
+  const bytes = (a: Float32Array | Uint16Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  if (dtype === "F32" || data instanceof Uint16Array) {
+    yield bytes(data);
+    return;
+  }
+  const scratch = new Uint16Array(Math.min(CHUNK, data.length));
+  for (let off = 0; off < data.length; off += CHUNK) {
+    const part = data.subarray(off, off + CHUNK);
+    const out = scratch.subarray(0, part.length);
+    if (dtype === "BF16") f32ToBf16(part, out);
+    else f32ToF16(part, out);
+    yield bytes(out);
+  }
 }
 
 /** The header bytes (length prefix + JSON padded with spaces to a multiple of 8) for tensors in this order. */
@@ -308,12 +327,19 @@ export function safetensorsHeader(tensors: readonly { name: string; shape: reado
  * written, fsynced and renamed over `path`, so readers see the old file or the complete new one, never a torn one.
  */
 export function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): void {
-  const encoded = tensors.map((t) => encode(t)); // validate everything before touching the disk
+  for (const t of tensors) validate(t); // everything is checked before the disk is touched
   const header = safetensorsHeader(tensors, metadata);
-  writeAtomic(path, [header, ...encoded]);
+  function* chunks(): Generator<Uint8Array> {
+    yield header;
+    for (const t of tensors) yield* encodeChunks(t.data, t.dtype ?? "F32");
+  }
+  writeAtomic(path, chunks());
 }
 
-/** Writes chunks to `path` via temp file + fsync + rename (+ directory fsync so the rename itself is durable). */
+/**
+ * Writes chunks to `path` via temp file + fsync + rename (+ directory fsync so the rename itself is durable). Each
+ * chunk is written before the next is pulled from the iterable, so generators may reuse one buffer.
+ */
 export function writeAtomic(path: string, chunks: Iterable<Uint8Array>): void {
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
   const fd = openSync(tmp, "w", 0o644);
