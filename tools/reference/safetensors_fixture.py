@@ -4,7 +4,7 @@ Run: /usr/bin/python3 tools/reference/safetensors_fixture.py   (PyTorch only; wr
 
 The `safetensors` Python package is not installed on the build machine, so the files are written by
 `save_file` below, a transcription of the format the reference implementation (huggingface/safetensors,
-`serialize` in Rust) emits: tensors sorted by (dtype size descending, name), compact JSON with
+`serialize` in Rust) emits: tensors sorted by (dtype descending in the Rust Dtype enum's order, name), compact JSON with
 __metadata__ first, the header padded with spaces to a multiple of 8, data back to back. That is also what
 transformers' save_pretrained produces (metadata {"format": "pt"}). The values, and every f32 -> bf16 / f16
 rounding, come from PyTorch (`tensor.to(dtype)`), which is what the tests check our conversions against.
@@ -17,6 +17,8 @@ import torch
 
 OUT = os.path.join(os.path.dirname(__file__), "..", "..", "test", "fixtures")
 ST_DTYPE = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.int32: "I32"}
+# Declaration order of the reference's `enum Dtype` (derive(Ord)); its writer sorts by this, descending, then by name.
+DTYPE_ORDER = ["BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64"]
 
 
 def tensor_bytes(t):
@@ -27,7 +29,7 @@ def tensor_bytes(t):
 
 
 def save_file(tensors, path, metadata=None):
-    items = sorted(tensors.items(), key=lambda kv: (-kv[1].element_size(), kv[0]))
+    items = sorted(tensors.items(), key=lambda kv: (-DTYPE_ORDER.index(ST_DTYPE[kv[1].dtype]), kv[0]))
     header, offset, blobs = {}, 0, []
     if metadata is not None:
         header["__metadata__"] = metadata
@@ -111,7 +113,7 @@ def main():
     }
     for dtype, tag in [(torch.float32, "f32"), (torch.bfloat16, "bf16"), (torch.float16, "f16")]:
         save_file({k: v.to(dtype) for k, v in base.items()}, os.path.join(OUT, f"ckpt_pt_{tag}.safetensors"), {"format": "pt"})
-    # Mixed dtypes with odd sizes: the reference's sort puts F32 first; an I32 tensor too (fixtures use them).
+    # Mixed dtypes with odd sizes: the reference's sort gives F32, I32, BF16, F16; an I32 tensor since fixtures use them.
     mixed = {"a_f16": torch.randn(3, generator=g).half(), "b_bf16": torch.randn(5, generator=g).bfloat16(),
              "c_f32": torch.randn(2, 3, generator=g), "ids": torch.arange(-3, 4, dtype=torch.int32)}
     save_file(mixed, os.path.join(OUT, "ckpt_pt_mixed.safetensors"))

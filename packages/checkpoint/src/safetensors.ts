@@ -91,7 +91,11 @@ function mapFile(path: string): Uint8Array {
   // mmap of an empty file fails; an empty file is simply truncated.
   if (size < 8) throw new SafetensorsError(`${path}: truncated: a safetensors file has at least 8 bytes (the header length), this one has ${size}`);
   // Private mapping: pages are shared with the page cache until written, and writes never reach the file.
-  return Bun.mmap(path, { shared: false });
+  try {
+    return Bun.mmap(path, { shared: false });
+  } catch (e) {
+    throw new SafetensorsError(`${path}: cannot memory-map (${e instanceof Error ? e.message : String(e)})`);
+  }
 }
 
 /** Parses and validates safetensors bytes (`name` is used in error messages). Exposed for in-memory data. */

@@ -129,6 +129,16 @@ describe("writeGguf / readGguf", () => {
       hf.forEach((v, i) => expect(gg[i]!).toBeCloseTo(v, 4));
     }
   });
+  test("tied embeddings: no output.weight (llama.cpp then uses token_embd)", () => {
+    const tied = new Map(ck.tensors);
+    tied.delete("lm_head.weight");
+    const p = join(tmp, "tied.gguf");
+    writeGguf(p, { config: { ...config, tieEmbeddings: true }, tensors: tied, tokenizer });
+    const names = readGguf(p).tensors.map((t) => t.name);
+    expect(names).toContain("token_embd.weight");
+    expect(names).not.toContain("output.weight");
+    expect(names.length).toBe(20);
+  });
   test("tokenizer and tensor mismatches are refused before writing", () => {
     const p = join(tmp, "never.gguf");
     expect(() => writeGguf(p, { config, tensors: ck.tensors, tokenizer: { ...tokenizer, tokens: tokenizer.tokens.slice(1) } })).toThrow(/511 tokens but the model's vocabSize is 512/);
