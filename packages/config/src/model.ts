@@ -2,10 +2,6 @@ import * as v from 'valibot';
 import { parseWith } from './errors.ts';
 import { boolean, crossFieldRules, nonNegativeInt, positive, positiveInt, strictObject } from './rules.ts';
 
-/**
- * The architecture of a Llama-2-style decoder (TinyLlama's family). Names follow the math used across the
- * project: C = dim, H = hiddenDim, L = nLayers, NH = nHeads, NKV = nKvHeads, HD = dim / nHeads, V = vocabSize.
- */
 const modelFields = strictObject({
   /** V: tokenizer vocabulary size (HF vocab_size). */
   vocabSize: positiveInt(),
@@ -32,6 +28,10 @@ const modelFields = strictObject({
 });
 type ModelFields = v.InferOutput<typeof modelFields>;
 
+/**
+ * The architecture of a Llama-2-style decoder (TinyLlama's family). Names follow the math used across the
+ * project: C = dim, H = hiddenDim, L = nLayers, NH = nHeads, NKV = nKvHeads, HD = dim / nHeads, V = vocabSize.
+ */
 export const ModelConfigSchema = v.pipe(
   modelFields,
   crossFieldRules<ModelFields>([
