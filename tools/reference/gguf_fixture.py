@@ -11,8 +11,9 @@ runs it in llama.cpp (node-llama-cpp) and must produce the same 20 ids. llama.cp
 KV cache, so the seed is chosen such that every greedy step wins by a clear logit margin (min_margin), and
 the continuation avoids the control tokens (llama.cpp stops at </s>).
 
-tools/reference/llama.py (the shared reference model) did not exist when this was written; `forward` below is a
-minimal private one.
+`forward` below is a minimal private Llama (tools/reference/llama.py, the shared reference model, did not exist on
+this branch when it was written). When llama.py is importable, the continuation is recomputed with its
+LlamaForCausalLM too and must be identical, so the two references check each other.
 
 It also trains a tiny SentencePiece BPE model (512 pieces, byte fallback, Llama 2's normalization settings) into
 test/fixtures/ckpt_spm_tiny/: tokenizer.model, vocab.json (pieces, scores, types as SentencePiece reports them)
@@ -162,6 +163,25 @@ def spm_fixture():
     print(f"sentencepiece: {n} pieces; {SPM_TEXTS[1]!r} -> {sp.encode(SPM_TEXTS[1])}")
 
 
+def cross_check(sd, cont):
+    try:
+        import llama  # tools/reference/llama.py, the shared reference model
+    except ImportError:
+        print("tools/reference/llama.py not found: continuation not cross-checked")
+        return
+    cfg = dict(vocabSize=V, dim=C, hiddenDim=H, nLayers=L, nHeads=NH, nKvHeads=NKV, maxSeqLen=MAXT, ropeTheta=THETA,
+               normEps=EPS, tieEmbeddings=False, bosId=1, eosId=2)
+    model = llama.LlamaForCausalLM(cfg).double()
+    model.load_state_dict(sd, strict=True)
+    ids = list(PROMPT)
+    with torch.no_grad():
+        for _ in range(STEPS):
+            logits, _ = model(torch.tensor([ids]))
+            ids.append(int(logits[0, -1].argmax()))
+    assert ids[len(PROMPT):] == cont, f"llama.py disagrees: {ids[len(PROMPT):]} vs {cont}"
+    print("continuation cross-checked with tools/reference/llama.py")
+
+
 def main():
     spm_fixture()
     pieces, scores, types = vocab()
@@ -172,6 +192,7 @@ def main():
             break
     else:
         raise SystemExit("no seed gave clear greedy margins")
+    cross_check(sd, cont)
     os.makedirs(OUT, exist_ok=True)
     save_file({k: v.float() for k, v in sd.items()}, os.path.join(OUT, "model.safetensors"), {"format": "pt"})
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": V, "hidden_size": C,
