@@ -20,7 +20,9 @@
  * at ((b*T + t)*NH + h)*HD, so a head's rows are strided by NH*HD; query head h reads kv head
  * h / (NH/NKV) in place (no K/V copies per query head). Scores are vectorised over keys, which
  * needs K^T: each (b, kv head) is transposed once per call into a (HD, Tp) panel, Tp = T rounded
- * up to BK with zero columns, rather than once per tile pair.
+ * up to BK with zero columns, rather than once per tile pair. Tiles that are read many times
+ * (V and K rows) are first copied out of the strided tensors into contiguous buffers: with
+ * NKV*HD*4 a power of two, 64 strided rows would all fall into the same few L1 sets.
  */
 #include "common.h"
 
@@ -41,6 +43,8 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 typedef struct {
   int B, T, NH, NKV, HD, G; /* G = NH/NKV query heads per kv head */
   int NQB, NKB, Tp;         /* query blocks, key blocks, T padded to BK */
+  int64_t ldp;              /* row stride of the K^T/V^T panels: Tp plus one cache line, so
+                               their HD rows never share an L1 set when Tp is a power of two */
   int64_t qs, ks;           /* row strides of q-like and k-like tensors: NH*HD, NKV*HD */
   float scale;
 } dims_t;
@@ -48,7 +52,7 @@ typedef struct {
 static dims_t make_dims(int B, int T, int NH, int NKV, int HD) {
   dims_t d;
   d.B = B, d.T = T, d.NH = NH, d.NKV = NKV, d.HD = HD, d.G = NH / NKV;
-  d.NQB = (T + BQ - 1) / BQ, d.NKB = (T + BK - 1) / BK, d.Tp = d.NKB * BK;
+  d.NQB = (T + BQ - 1) / BQ, d.NKB = (T + BK - 1) / BK, d.Tp = d.NKB * BK, d.ldp = d.Tp + 16;
   d.qs = (int64_t)NH * HD, d.ks = (int64_t)NKV * HD;
   d.scale = (float)(1.0 / sqrt((double)HD));
   return d;
@@ -346,7 +350,27 @@ static float *alloc_floats(int64_t n) {
   return aligned_alloc(64, (size_t)((n * (int64_t)sizeof(float) + 63) / 64 * 64));
 }
 
-/* Panels KT (B, NKV, HD, Tp): the transpose of each (b, kv head) of k, zero-padded to Tp keys.
+/* Call-wide scratch (K^T/V^T panels, D), kept per calling thread and grown as needed: these are
+ * megabytes, and a fresh allocation per call costs a page fault and a page clear per 4 KB, which
+ * at short T is a tenth of the forward. Thread-local so concurrent callers never share it. */
+static _Thread_local float *scratch_ptr = NULL;
+static _Thread_local int64_t scratch_len = 0;
+
+static float *call_scratch(int64_t n) {
+  if (n <= scratch_len) return scratch_ptr;
+  free(scratch_ptr);
+  scratch_len = 0;
+  scratch_ptr = alloc_floats(n);
+  if (scratch_ptr) scratch_len = n;
+  return scratch_ptr;
+}
+
+/* Copies rows [0,n) of X (row stride ldx) into the contiguous (n,HD) tile Y. */
+static void copy_rows(float *restrict Y, const float *restrict X, int64_t ldx, int n, int HD) {
+  for (int j = 0; j < n; j++) memcpy(Y + (int64_t)j * HD, X + (int64_t)j * ldx, sizeof(float) * (size_t)HD);
+}
+
+/* Panels KT (B, NKV, HD, ldp): the transpose of each (b, kv head) of k, zero-padded to Tp keys.
  * Called inside a parallel region; ends with the implicit barrier of its omp for. */
 static void transpose_panels(float *KT, const float *k, const dims_t *D) {
 #pragma omp for schedule(static)
@@ -355,7 +379,7 @@ static void transpose_panels(float *KT, const float *k, const dims_t *D) {
     const int64_t bk = task / D->NKB; /* b * NKV + kvh */
     const int b = (int)(bk / D->NKV), kvh = (int)(bk % D->NKV);
     const int k0 = kb * BK;
-    transpose_tile(KT + bk * D->HD * D->Tp + k0, D->Tp,
+    transpose_tile(KT + bk * D->HD * D->ldp + k0, D->ldp,
                    k + (int64_t)b * D->T * D->ks + (int64_t)kvh * D->HD + (int64_t)k0 * D->ks, D->ks,
                    imin(BK, D->T - k0), D->HD);
   }
@@ -368,10 +392,10 @@ static void fwd_task(float *out, float *lse, const float *q, const float *KT, co
   const int HD = D->HD, T = D->T, kvh = h / D->G;
   const int q0 = qb * BQ, nq = imin(BQ, T - q0);
   const float *qbase = q + (int64_t)b * T * D->qs + (int64_t)h * HD;
-  const float *kt = KT + ((int64_t)b * D->NKV + kvh) * HD * D->Tp;
+  const float *kt = KT + ((int64_t)b * D->NKV + kvh) * HD * D->ldp;
   const float *vbase = v + (int64_t)b * T * D->ks + (int64_t)kvh * HD;
   float *Qs = ws, *S = Qs + (int64_t)BQ * HD, *acc = S + BQ * BK;
-  float *m = acc + (int64_t)BQ * HD, *l = m + BQ;
+  float *m = acc + (int64_t)BQ * HD, *l = m + BQ, *Vl = l + BQ;
 
   for (int i = 0; i < nq; i++) {
     const float *qr = qbase + (int64_t)(q0 + i) * D->qs;
@@ -384,7 +408,7 @@ static void fwd_task(float *out, float *lse, const float *q, const float *KT, co
   const int kend = q0 + nq; /* keys [0, kend) are visible to some row of this block */
   for (int k0 = 0; k0 < kend; k0 += BK) {
     const int nk = imin(BK, kend - k0);
-    mm_abt(S, Qs, HD, kt + k0, D->Tp, nq, HD);
+    mm_abt(S, Qs, HD, kt + k0, D->ldp, nq, HD);
     for (int i = 0; i < nq; i++) {
       float *s = S + (int64_t)i * BK;
       const int jn = imin(nk, q0 + i - k0 + 1); /* causal: key k0+j <= query q0+i */
@@ -402,7 +426,8 @@ static void fwd_task(float *out, float *lse, const float *q, const float *KT, co
         for (int d = 0; d < HD; d++) o[d] *= alpha;
       }
     }
-    mm_acc(acc, HD, 1.0f, S, BK, 1, vbase + (int64_t)k0 * D->ks, D->ks, nq, nk, HD);
+    copy_rows(Vl, vbase + (int64_t)k0 * D->ks, D->ks, nk, HD);
+    mm_acc(acc, HD, 1.0f, S, BK, 1, Vl, HD, nq, nk, HD);
   }
 
   float *obase = out + (int64_t)b * T * D->qs + (int64_t)h * HD;
@@ -423,10 +448,10 @@ int tl_attention_forward(float *out, float *lse, const float *q, const float *k,
   int rc = check(who, B, T, NH, NKV, HD);
   if (rc) return rc;
   const dims_t D = make_dims(B, T, NH, NKV, HD);
-  float *KT = alloc_floats((int64_t)B * NKV * HD * D.Tp);
+  float *KT = call_scratch((int64_t)B * NKV * HD * D.ldp);
   if (!KT) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: could not allocate the K^T panels", who);
   const int64_t ntasks = (int64_t)B * NH * D.NQB;
-  const int64_t wsn = (int64_t)BQ * HD * 2 + BQ * BK + 2 * BQ;
+  const int64_t wsn = (int64_t)BQ * HD * 2 + BQ * BK + 2 * BQ + (int64_t)BK * HD;
   int oom = 0;
 #pragma omp parallel
   {
@@ -447,7 +472,6 @@ int tl_attention_forward(float *out, float *lse, const float *q, const float *k,
     }
     free(ws);
   }
-  free(KT);
   if (oom) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: could not allocate the per-thread workspace", who);
   return TL_OK;
 }
@@ -482,7 +506,7 @@ static void probs_and_dscores(float *S, float *dP, const float *L, const float *
 /* Per-thread workspace of the backward, in floats. */
 static int64_t bwd_ws_floats(int HD) {
   return 2 * (int64_t)BQ * HD /*Qs,dO*/ + 2 * (int64_t)HD * BK /*Kt,Vt*/ + 2 * (int64_t)BQ * BK /*S,dP*/ +
-         2 * (int64_t)BK * HD /*dK,dV*/ + 2 * BQ /*L,D*/;
+         2 * (int64_t)BK * HD /*dK,dV*/ + 2 * BQ /*L,D*/ + (int64_t)BK * HD /*K rows*/;
 }
 
 /* dK, dV of key block kb of kv head kvh (summed over its query heads and the query blocks at
@@ -496,9 +520,11 @@ static void bwd_kv_block(float *dq, float *dk, float *dv, const float *dout, con
   float *Qs = ws, *dO = Qs + (int64_t)BQ * HD, *Kt = dO + (int64_t)BQ * HD;
   float *Vt = Kt + (int64_t)HD * BK, *S = Vt + (int64_t)HD * BK, *dP = S + BQ * BK;
   float *dK = dP + BQ * BK, *dV = dK + (int64_t)BK * HD, *L = dV + (int64_t)BK * HD, *Dr = L + BQ;
+  float *Kl = Dr + BQ;
 
   transpose_tile(Kt, BK, k + kvoff, D->ks, nk, HD);
   transpose_tile(Vt, BK, v + kvoff, D->ks, nk, HD);
+  if (dq) copy_rows(Kl, k + kvoff, D->ks, nk, HD);
   memset(dK, 0, sizeof(float) * (size_t)nk * HD);
   memset(dV, 0, sizeof(float) * (size_t)nk * HD);
   for (int h = kvh * D->G; h < (kvh + 1) * D->G; h++) {
@@ -512,7 +538,7 @@ static void bwd_kv_block(float *dq, float *dk, float *dv, const float *dout, con
       mm_acc(dV, HD, 1.0f, S, 1, BK, dO, HD, nk, nq, HD);  /* dV += P^T dO */
       mm_acc(dK, HD, 1.0f, dP, 1, BK, Qs, HD, nk, nq, HD); /* dK += dS^T (scale Q) */
       if (dqbase) /* dQ += scale dS K */
-        mm_acc(dqbase + (int64_t)q0 * D->qs, D->qs, D->scale, dP, BK, 1, k + kvoff, D->ks, nq, nk, HD);
+        mm_acc(dqbase + (int64_t)q0 * D->qs, D->qs, D->scale, dP, BK, 1, Kl, HD, nq, nk, HD);
     }
   }
   for (int j = 0; j < nk; j++) {
@@ -532,19 +558,20 @@ static void bwd_q_block(float *dq, const float *dout, const float *q, const floa
   const int HD = D->HD, T = D->T, kvh = h / D->G;
   const int q0 = qb * BQ, nq = imin(BQ, T - q0);
   const float *kbase = k + (int64_t)b * T * D->ks + (int64_t)kvh * HD;
-  const int64_t panel = ((int64_t)b * D->NKV + kvh) * HD * D->Tp;
+  const int64_t panel = ((int64_t)b * D->NKV + kvh) * HD * D->ldp;
   float *Qs = ws, *dO = Qs + (int64_t)BQ * HD, *S = dO + (int64_t)BQ * HD + 2 * (int64_t)HD * BK;
-  float *dP = S + BQ * BK, *L = dP + BQ * BK + 2 * (int64_t)BK * HD, *Dr = L + BQ;
+  float *dP = S + BQ * BK, *L = dP + BQ * BK + 2 * (int64_t)BK * HD, *Dr = L + BQ, *Kl = Dr + BQ;
 
   load_qblock(Qs, dO, L, Dr, q, dout, lse, Dsum, b, h, q0, nq, D);
   float *dqrows = dq + (int64_t)b * T * D->qs + (int64_t)h * HD + (int64_t)q0 * D->qs;
   const int kend = q0 + nq;
   for (int k0 = 0; k0 < kend; k0 += BK) {
     const int nk = imin(BK, kend - k0);
-    mm_abt(S, Qs, HD, KT + panel + k0, D->Tp, nq, HD);
-    mm_abt(dP, dO, HD, VT + panel + k0, D->Tp, nq, HD);
+    mm_abt(S, Qs, HD, KT + panel + k0, D->ldp, nq, HD);
+    mm_abt(dP, dO, HD, VT + panel + k0, D->ldp, nq, HD);
     probs_and_dscores(S, dP, L, Dr, q0, nq, k0, nk);
-    mm_acc(dqrows, D->qs, D->scale, dP, BK, 1, kbase + (int64_t)k0 * D->ks, D->ks, nq, nk, HD);
+    copy_rows(Kl, kbase + (int64_t)k0 * D->ks, D->ks, nk, HD);
+    mm_acc(dqrows, D->qs, D->scale, dP, BK, 1, Kl, HD, nq, nk, HD);
   }
 }
 
@@ -568,11 +595,12 @@ int tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
   const int64_t rounds = (nfused + nthreads - 1) / nthreads;
   const int fused = 7 * nfused >= 5 * rounds * nthreads;
 
-  float *Dsum = alloc_floats((int64_t)B * NH * T);
-  float *KT = fused ? NULL : alloc_floats((int64_t)B * NKV * HD * D.Tp);
-  float *VT = fused ? NULL : alloc_floats((int64_t)B * NKV * HD * D.Tp);
-  if (!Dsum || (!fused && (!KT || !VT))) {
-    free(Dsum), free(KT), free(VT);
+  const int64_t npanel = fused ? 0 : (int64_t)B * NKV * HD * D.ldp;
+  const int64_t nD = ((int64_t)B * NH * T + 15) / 16 * 16; /* keeps the panels 64-byte aligned */
+  float *Dsum = call_scratch(nD + 2 * npanel);
+  float *KT = fused ? NULL : Dsum + nD;
+  float *VT = fused ? NULL : KT + npanel;
+  if (!Dsum) {
     return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: could not allocate scratch (B=%d T=%d NH=%d HD=%d)", who, B, T, NH, HD);
   }
   int oom = 0;
@@ -624,7 +652,6 @@ int tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
     }
     free(ws);
   }
-  free(Dsum), free(KT), free(VT);
   if (oom) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: could not allocate the per-thread workspace", who);
   return TL_OK;
 }
