@@ -190,6 +190,7 @@ describe("attention", () => {
     expect(() => attentionForward(out, lse, be.tensor([8, 4, 16]), k, v)).toThrow(/4-D/);
     expect(() => attentionForward(out, lse, q, k, be.tensor([1, 8, 2, 16], "i32"))).toThrow(/f32/);
     expect(() => attentionForward(q, lse, q, k, v)).toThrow(/overlap/);
+    expect(() => attentionForward(out, out.view([16, 4, 8]).rows(0, 1), q, k, v)).toThrow(/'out'.*'lse'.*overlap/);
     expect(() => attentionBackward({ dq, dk: be.tensor([1, 8, 4, 16]), dv }, out, q, k, v, out, lse)).toThrow(/attention_backward.*'dk'/);
     expect(() => attentionBackward({ dq, dk, dv }, be.tensor([1, 8, 4, 15]), q, k, v, out, lse)).toThrow(/'dout'/);
     expect(() => attentionBackward({ dq, dk, dv: dk }, out, q, k, v, out, lse)).toThrow(/overlap/);
