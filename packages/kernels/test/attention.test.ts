@@ -97,6 +97,7 @@ function run(be: Backend, dims: Dims, x: ReturnType<typeof inputs>, init = 0) {
 // T values below, at, and above the 64-row tiles, not multiples of them; GQA groups of 1, 2, 3, 8; HD with and without a 16-wide tail.
 const SHAPES: Dims[] = [
   [1, 1, 1, 1, 1], [2, 5, 4, 2, 6], [1, 64, 2, 2, 64], [1, 70, 6, 2, 48], [2, 130, 3, 1, 16], [1, 129, 8, 1, 32], [1, 200, 4, 4, 20],
+  [1, 70, 2, 1, 100], [1, 65, 2, 2, 128], // HD beyond one 64-wide register block, with and without a tail
 ];
 
 function checkAgainstReference(be: Backend, shapes: Dims[], seed: number) {
