@@ -167,15 +167,23 @@ describe("attention", () => {
     expect(b.out.subarray(0, t0 * row)).toEqual(a.out.subarray(0, t0 * row));
     expect(relErr(b.out.subarray(t0 * row), a.out.subarray(t0 * row))).toBeGreaterThan(1e-2); // the future did change
   });
-  test("deterministic: two runs give bit-identical results", () => {
+  test("deterministic: two runs give bit-identical results (both schedules, dynamic task hand-out)", () => {
     const be = getBackend();
-    const dims: Dims = [2, 100, 6, 2, 48];
-    const x = inputs(dims, 4);
-    const a = run(be, dims, x), b = run(be, dims, x);
-    expect(b.dq).toEqual(a.dq);
-    expect(b.dk).toEqual(a.dk);
-    expect(b.dv).toEqual(a.dv);
-    expect(b.out).toEqual(a.out);
+    const saved = be.threads;
+    try {
+      for (const [threads, dims] of [[2, [2, 100, 6, 2, 48]], [3, [1, 300, 4, 1, 32]]] as [number, Dims][]) {
+        be.threads = threads;
+        const x = inputs(dims, 4);
+        const a = run(be, dims, x), b = run(be, dims, x);
+        expect(b.dq).toEqual(a.dq);
+        expect(b.dk).toEqual(a.dk);
+        expect(b.dv).toEqual(a.dv);
+        expect(b.out).toEqual(a.out);
+        expect(b.lse).toEqual(a.lse);
+      }
+    } finally {
+      be.threads = saved;
+    }
   });
   test("misuse throws a ShapeError naming the op and shapes, never crashes", () => {
     const be = getBackend();
