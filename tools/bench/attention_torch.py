@@ -3,7 +3,8 @@
 Reads a JSON request on stdin:
   {"threads": n, "attention": [[B,T,NH,NKV,HD], ...], "block": [[B,T,C,NH,NKV], ...], "min_time": s}
 and prints one JSON line with the fastest seconds of forward and of backward for each shape (the
-minimum over repeats, as the TypeScript side reports: on a shared machine it is the stable figure):
+minimum over repeats, as the TypeScript side reports: on a shared machine it is the stable figure),
+plus "cpu", the fastest process CPU seconds of forward + backward:
   attention: softmax(QK^T/sqrt(HD) + causal mask) V in eager fp32, GQA by repeat_interleave of K/V
              (what Hugging Face's eager LlamaAttention does), inputs (B,NH,T,HD) with requires_grad;
   block:     the same plus q/k/v/o projections and rotate-half RoPE.
@@ -22,15 +23,17 @@ except ImportError:
 
 
 def timeit(fn, min_time):
+    """(fastest wall seconds, fastest process CPU seconds over all threads)"""
     fn()  # warm-up
-    times, start = [], time.perf_counter()
+    walls, cpus, start = [], [], time.perf_counter()
     while True:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > min_time and len(times) >= 3:
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        if time.perf_counter() - start > min_time and len(walls) >= 3:
             break
-    return min(times)
+    return min(walls), min(cpus)
 
 
 def fwd_bwd_times(run, leaves, dout, min_time):
@@ -47,8 +50,8 @@ def fwd_bwd_times(run, leaves, dout, min_time):
             t.grad = None
         out.backward(dout, retain_graph=True)
 
-    f, b = timeit(fwd, min_time), timeit(bwd, min_time)
-    return {"fwd": f, "bwd": b, "fwdbwd": f + b}
+    (f, fc), (b, bc) = timeit(fwd, min_time), timeit(bwd, min_time)
+    return {"fwd": f, "bwd": b, "fwdbwd": f + b, "cpu": fc + bc}
 
 
 def attn(q, k, v, NH, NKV, mask):
