@@ -7,3 +7,5 @@ export { buildCpuLibrary, findCCompiler, kernelsDir, type CpuBuildOptions } from
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
+export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
+export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";

@@ -30,3 +30,6 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   }
   return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
 }
+
+export { finiteDiff, dot } from "./fd.ts";
+export { readSafetensors, type FixtureTensor } from "./safetensors.ts";
