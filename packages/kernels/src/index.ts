@@ -7,3 +7,4 @@ export { buildCpuLibrary, findCCompiler, kernelsDir, type CpuBuildOptions } from
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
+export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
