@@ -94,14 +94,14 @@ export function decodeHeader(bytes: Uint8Array, fileBytes: number, name: string)
 
 /**
  * Copies ids into a shard's token dtype, checking each is an integer in [0, vocabSize).
- * `where` names the data in the error (file, document).
+ * `where` names the data in the error (file, document); a function is only called on error.
  */
-export function packTokens(src: ArrayLike<number>, dst: Uint16Array | Uint32Array, dstOffset: number, vocabSize: number, where: string): void {
+export function packTokens(src: ArrayLike<number>, dst: Uint16Array | Uint32Array, dstOffset: number, vocabSize: number, where: string | (() => string)): void {
   const ints = src instanceof Int32Array || src instanceof Uint16Array || src instanceof Uint32Array;
   for (let i = 0; i < src.length; i++) {
     const t = src[i]!;
     if (!(t >= 0 && t < vocabSize) || (!ints && !Number.isInteger(t)))
-      throw new RangeError(`${where}: token ${i} is ${t}, outside the vocabulary [0, ${vocabSize})`);
+      throw new RangeError(`${typeof where === "function" ? where() : where}: token ${i} is ${t}, outside the vocabulary [0, ${vocabSize})`);
     dst[dstOffset + i] = t;
   }
 }

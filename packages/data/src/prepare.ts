@@ -85,7 +85,7 @@ class SplitWriter {
     readonly shardTokens: number,
   ) {}
 
-  write(ids: Int32Array, where: string): void {
+  write(ids: Int32Array, where: () => string): void {
     let off = 0;
     while (off < ids.length) {
       if (!this.#cur) {
@@ -129,7 +129,8 @@ function prepareOut(out: string, overwrite: boolean): void {
 interface Batch {
   texts: string[];
   val: boolean[];
-  where: string[];
+  /** [file index, document index] per document, for error messages */
+  where: number[];
   bytes: number;
 }
 
@@ -183,11 +184,12 @@ export async function prepare(o: PrepareOptions): Promise<PrepareMeta> {
       let off = 0;
       for (let i = 0; i < batch.texts.length; i++) {
         const w = batch.val[i] ? val : train;
+        const where = () => `${files[batch.where[2 * i]!]!.path} (document ${batch.where[2 * i + 1]})`;
         const ids = flat.subarray(off, off + lengths[i]!);
         off += lengths[i]!;
-        if (bos) w.write(bos, batch.where[i]!);
-        w.write(ids, batch.where[i]!);
-        w.write(eos, batch.where[i]!);
+        if (bos) w.write(bos, where);
+        w.write(ids, where);
+        w.write(eos, where);
         w.documents++;
       }
       bytesDone += batch.bytes;
@@ -204,11 +206,11 @@ export async function prepare(o: PrepareOptions): Promise<PrepareMeta> {
       chars = 0;
       while (inflight.length >= maxInflight) await drainOne();
     };
-    for (const f of files) {
-      for (const doc of documentsOf(f, txt)) {
+    for (let fi = 0; fi < files.length; fi++) {
+      for (const doc of documentsOf(files[fi]!, txt)) {
         batch.texts.push(doc.text);
         batch.val.push(isValDocument(docIndex, valFraction));
-        batch.where.push(`${f.path} (document ${docIndex})`);
+        batch.where.push(fi, docIndex);
         batch.bytes += doc.bytes;
         chars += doc.text.length;
         docIndex++;

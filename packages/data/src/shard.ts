@@ -94,7 +94,7 @@ export class ShardWriter {
   }
 
   /** Appends ids (validated against the vocabulary). `where` names their origin in errors. */
-  write(tokens: ArrayLike<number>, where = this.path): void {
+  write(tokens: ArrayLike<number>, where: string | (() => string) = this.path): void {
     if (this.#closed) throw new Error(`ShardWriter: '${this.path}' is already closed`);
     let off = 0;
     while (off < tokens.length) {
