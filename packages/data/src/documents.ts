@@ -48,16 +48,17 @@ export function findInputs(inputs: readonly string[]): InputFile[] {
   return out;
 }
 
-const CHUNK = 4 << 20;
+/** Read size; `documentsOf` takes another for tests, which use tiny chunks to hit every boundary case. */
+export const READ_CHUNK = 4 << 20;
 
 /** Decoded text of a file in chunks, with the raw byte count of each chunk (for progress). */
-function* textChunks(path: string): Generator<{ text: string; bytes: number }> {
+function* textChunks(path: string, chunkBytes: number): Generator<{ text: string; bytes: number }> {
   const fd = openSync(path, "r");
   try {
     const dec = new TextDecoder("utf-8");
-    const buf = new Uint8Array(CHUNK);
+    const buf = new Uint8Array(chunkBytes);
     for (;;) {
-      const n = readSync(fd, buf, 0, CHUNK, null);
+      const n = readSync(fd, buf, 0, chunkBytes, null);
       if (n === 0) break;
       yield { text: dec.decode(buf.subarray(0, n), { stream: true }), bytes: n };
     }
@@ -83,11 +84,12 @@ function cleanParagraph(p: string): string | null {
 }
 
 /** The documents of one input file, in order. */
-export function* documentsOf(file: InputFile, txt: TxtDocuments): Generator<Doc> {
+export function* documentsOf(file: InputFile, txt: TxtDocuments, chunkBytes = READ_CHUNK): Generator<Doc> {
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 1) throw new RangeError(`documentsOf: chunkBytes must be a positive integer, got ${chunkBytes}`);
   let pendingBytes = 0;
   if (file.kind === "txt" && txt === "file") {
     let text = "";
-    for (const c of textChunks(file.path)) {
+    for (const c of textChunks(file.path, chunkBytes)) {
       text += c.text;
       pendingBytes += c.bytes;
     }
@@ -109,7 +111,7 @@ export function* documentsOf(file: InputFile, txt: TxtDocuments): Generator<Doc>
     if (typeof text !== "string") throw new Error(`${file.path}:${at}: a .jsonl line must be an object with a string 'text' field`);
     return text === "" ? null : text;
   };
-  for (const c of textChunks(file.path)) {
+  for (const c of textChunks(file.path, chunkBytes)) {
     // A line break or blank line that crosses the chunk boundary starts at or after the old
     // text's last line break; scanning from there keeps long paragraphs/lines linear.
     const lastNl = rest.lastIndexOf("\n");

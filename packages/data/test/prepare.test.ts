@@ -2,7 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { DataLoader, documentsOf, findInputs, isValDocument, prepare, readShard, type PrepareMeta, type PrepareProgress } from "@tinyllama/data";
+import { DataLoader, documentsOf, findInputs, isValDocument, prepare, readShard, type InputFile, type PrepareMeta, type PrepareProgress } from "@tinyllama/data";
 import { EOS, byteTokenizer, decodeBytes } from "./byte-tokenizer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tl-prepare-"));
@@ -51,40 +51,40 @@ describe("documents", () => {
     expect(bytes).toBe(files.reduce((n, f) => n + f.bytes, 0));
   });
 
-  test("paragraphs and lines that straddle the 4 MB read chunks are intact", () => {
+  test("every read-chunk size gives the same documents (separators, CRLF and UTF-8 split anywhere)", () => {
+    const edge = join(dir, "edge");
+    mkdirSync(edge, { recursive: true });
+    const txt = "a\n\nb é\r\n \t\r\n\n✓ c\nd\n\n\n\ne\n  \n";
+    const jsonl = '{"text":"x ✓"}\r\n\n{"text":"y\\nz"}\n{"text":"é"}';
+    writeFileSync(join(edge, "t.txt"), txt);
+    writeFileSync(join(edge, "j.jsonl"), jsonl);
+    const [t, j] = findInputs([join(edge, "t.txt"), join(edge, "j.jsonl")]) as [InputFile, InputFile];
+    const wantT = ["a", "b é", "✓ c\nd", "e"], wantJ = ["x ✓", "y\nz", "é"];
+    expect([...documentsOf(t, "paragraph")].map((d) => d.text)).toEqual(wantT);
+    for (let chunk = 1; chunk <= 40; chunk++) {
+      const dt = [...documentsOf(t, "paragraph", chunk)], dj = [...documentsOf(j, "paragraph", chunk)];
+      expect(dt.map((d) => d.text)).toEqual(wantT);
+      expect(dj.map((d) => d.text)).toEqual(wantJ);
+      expect(dt.reduce((n, d) => n + d.bytes, 0)).toBe(t.bytes);
+      expect(dj.reduce((n, d) => n + d.bytes, 0)).toBe(j.bytes);
+      expect([...documentsOf(t, "file", chunk)].map((d) => d.text)).toEqual([txt]);
+    }
+  });
+
+  test("a large corpus read in the default 4 MB chunks matches small-chunk reads", () => {
     const big = join(dir, "big");
     mkdirSync(big);
     const paras: string[] = [];
     let size = 0;
-    for (let i = 0; size < 9.5e6; i++) {
+    for (let i = 0; size < 4.5e6; i++) {
       const p = `p${i} ` + "x".repeat((i * 7919) % 3000) + (i % 5 === 0 ? "\nline two é" : "");
       paras.push(p);
       size += p.length + 2;
     }
     writeFileSync(join(big, "big.txt"), paras.join("\n\n"));
-    const got = [...documentsOf(findInputs([join(big, "big.txt")])[0]!, "paragraph")].map((d) => d.text);
-    expect(got.length).toBe(paras.length);
-    expect(got).toEqual(paras);
-    const lines = paras.map((p) => JSON.stringify({ text: p }));
-    writeFileSync(join(big, "big.jsonl"), lines.join("\n") + "\n");
-    expect([...documentsOf(findInputs([join(big, "big.jsonl")])[0]!, "paragraph")].map((d) => d.text)).toEqual(paras);
-  });
-
-  test("a blank line, a line break or a UTF-8 character exactly on the chunk boundary", () => {
-    const CHUNK = 4 << 20;
-    const edge = join(dir, "edge");
-    mkdirSync(edge, { recursive: true });
-    const cases: [string, string, string[]][] = [
-      ["nn.txt", "a".repeat(CHUNK - 1) + "\n\nb", ["a".repeat(CHUNK - 1), "b"]],
-      ["nsn.txt", "a".repeat(CHUNK - 1) + "\n \nb\nc", ["a".repeat(CHUNK - 1), "b\nc"]],
-      ["n.txt", "a".repeat(CHUNK - 1) + "\nb", ["a".repeat(CHUNK - 1) + "\nb"]],
-      ["utf8.txt", "a".repeat(CHUNK - 1) + "é\n\nz", ["a".repeat(CHUNK - 1) + "é", "z"]],
-      ["nl.jsonl", '{"text":"' + "a".repeat(CHUNK - 12) + '"}\n{"text":"b"}', ["a".repeat(CHUNK - 12), "b"]],
-    ];
-    for (const [name, text, want] of cases) {
-      writeFileSync(join(edge, name), text);
-      expect([...documentsOf(findInputs([join(edge, name)])[0]!, "paragraph")].map((d) => d.text)).toEqual(want);
-    }
+    const f = findInputs([join(big, "big.txt")])[0]!;
+    expect([...documentsOf(f, "paragraph")].map((d) => d.text)).toEqual(paras);
+    expect([...documentsOf(f, "paragraph", 4093)].map((d) => d.text)).toEqual(paras);
   });
 
   test("val split: document 1 first, then one every 1/f, ceil((n-1) f) in all", () => {
