@@ -2,7 +2,8 @@
  * Data pipeline throughput:
  *  - DataLoader random B x (T+1) batches from uint16 shards (tokens/s), against nanoGPT's get_batch
  *    (numpy memmap + per-row slices, python3, same shards, same machine) run in the same script;
- *  - prepare() MB/s with a byte-level tokenizer, in-thread vs 2 worker threads.
+ *  - prepare() MB/s with a byte-level tokenizer, in-thread vs 1 and 2 worker threads, and with the
+ *    Llama 2 tokenizer (when @tinyllama/tokenizer is installed), 1 vs 2 workers.
  * Run: ./node_modules/.bin/bun packages/data/bench/data.bench.ts
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -63,8 +64,28 @@ print(${BATCHES * B * (T + 1)} / (time.perf_counter() - t), np.__version__)
     mbps[threads] = meta.inputs.bytes / 1e6 / ((performance.now() - t0) / 1000);
   }
   console.log(
-    `  prepare (byte tokenizer)    in-thread ${mbps[0]!.toFixed(1)} MB/s, 1 worker ${mbps[1]!.toFixed(1)} MB/s, 2 workers ${mbps[2]!.toFixed(1)} MB/s -> ${(mbps[2]! / mbps[0]!).toFixed(2)}x in-thread`,
+    `  prepare (byte tokenizer)     in-thread ${mbps[0]!.toFixed(1)} MB/s, 1 worker ${mbps[1]!.toFixed(1)} MB/s, 2 workers ${mbps[2]!.toFixed(1)} MB/s -> ${(mbps[2]! / mbps[0]!).toFixed(2)}x in-thread`,
   );
+
+  // the real Llama 2 tokenizer (tools/prepare.ts's adapter over @tinyllama/tokenizer), when installed
+  let installed = true;
+  try {
+    Bun.resolveSync("@tinyllama/tokenizer", import.meta.dir);
+  } catch {
+    installed = false;
+  }
+  if (installed) {
+    const small = join(dir, "small.jsonl");
+    writeFileSync(small, docs.slice(0, Math.ceil(docs.length / 8)).join("\n")); // ~3 MB
+    const llama = { module: join(import.meta.dir, "../../../tools/prepare.ts"), options: { spec: "llama2" } };
+    const rate: Record<number, number> = {};
+    for (const threads of [1, 2]) {
+      t0 = performance.now();
+      const meta = await prepare({ inputs: [small], out: join(dir, `llama${threads}`), tokenizer: llama, threads });
+      rate[threads] = meta.inputs.bytes / 1e6 / ((performance.now() - t0) / 1000);
+    }
+    console.log(`  prepare (Llama 2 tokenizer)  1 worker ${rate[1]!.toFixed(2)} MB/s, 2 workers ${rate[2]!.toFixed(2)} MB/s -> ${(rate[2]! / rate[1]!).toFixed(2)}x`);
+  } else console.log("  prepare (Llama 2 tokenizer)  skipped: @tinyllama/tokenizer is not installed");
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

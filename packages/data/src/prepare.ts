@@ -69,7 +69,7 @@ export interface PrepareMeta {
 }
 
 const OUR_FILES = /^((train|val)_\d+\.bin(\.tmp)?|meta\.json)$/;
-const BATCH_CHARS = 1 << 20; // ~1 MB of text per worker message
+const BATCH_CHARS = 1 << 18; // ~256 KB of text per worker message: fine enough to balance two workers on small inputs
 const BATCH_DOCS = 8192;
 
 /** Rolls a split's stream of ids over shard files of at most shardTokens tokens, opening each lazily. */
