@@ -9,3 +9,4 @@ export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type Ten
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
+export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
