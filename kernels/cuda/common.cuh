@@ -21,13 +21,17 @@ int tl_cuda_debug_sync(void);
 /* A device buffer owned by the runtime that grows on demand, for kernels that need temporary
  * storage (attention's per-row D, reductions' partial sums). One per purpose (slot), reused by
  * every call: the caller must be done with a slot before the next op that uses the same slot. */
-enum { TL_SCRATCH_ATTN = 0, TL_SCRATCH_REDUCE = 1, TL_SCRATCH_SLOTS = 2 };
+enum { TL_SCRATCH_ATTN = 0, TL_SCRATCH_REDUCE = 1, TL_SCRATCH_MATMUL = 2, TL_SCRATCH_SLOTS = 3 };
 int tl_cuda_scratch(int slot, size_t bytes, void **out);
 
 /* A device int that kernels set to flag bad input (e.g. a token id out of range) without
  * faulting: reset it before the launch, read it (synchronously) after. */
 int tl_cuda_flag_reset(int **dflag);
 int tl_cuda_flag_read(int *host);
+
+/* bf16 <-> fp32 casts on the default stream (elementwise.cu), for internal reuse. */
+int tl_cuda_cast_to_f32(float *out, const uint16_t *inp, int64_t n);
+int tl_cuda_cast_to_bf16(uint16_t *out, const float *inp, int64_t n);
 
 #define TL_REQUIRE(cond, ...)                                                  \
   do {                                                                         \

@@ -104,3 +104,6 @@ extern "C" int tl_cast_bf16_to_f32(float *out, const uint16_t *inp, int64_t N) {
   TL_LAUNCHED("cast_bf16_to_f32_kernel");
   return TL_OK;
 }
+
+int tl_cuda_cast_to_f32(float *out, const uint16_t *inp, int64_t n) { return tl_cast_bf16_to_f32(out, inp, n); }
+int tl_cuda_cast_to_bf16(uint16_t *out, const float *inp, int64_t n) { return tl_cast_f32_to_bf16(out, inp, n); }

@@ -162,23 +162,70 @@ extern "C" int tl_matmul_backward(float *dinp, float *dweight, float *dbias, con
   return TL_OK;
 }
 
-/* ---- bf16 ---- */
+/* ---- bf16 ----
+ * cuBLASLt's bf16 kernels are used when it has one for the shape and alignment. If it has none
+ * (TL_ERR_UNSUPPORTED: e.g. an odd leading dimension on some versions), the same result is
+ * computed through fp32: bf16 values widen exactly, their products are exact in fp32, the
+ * accumulation is fp32 and the output is rounded once — the semantics of the header. */
+static int widen(float *dst, const uint16_t *src, int64_t n) { return tl_cuda_cast_to_f32(dst, src, n); }
+
+static int scratch_f32(int64_t count, float **out) {
+  void *p = NULL;
+  TL_TRY(tl_cuda_scratch(TL_SCRATCH_MATMUL, (size_t)count * sizeof(float), &p));
+  *out = (float *)p;
+  return TL_OK;
+}
+
 extern "C" int tl_matmul_forward_bf16(uint16_t *out, const uint16_t *inp, const uint16_t *weight, int N, int C,
                                       int OC) {
   TL_TRY(check("tl_matmul_forward_bf16", out, inp, N, C, OC));
   TL_REQUIRE_PTR(weight);
-  return lt_gemm("tl_matmul_forward_bf16", 1, 0, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f);
+  int rc = lt_gemm("tl_matmul_forward_bf16", 1, 0, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_16BF, 0.0f);
+  if (rc != TL_ERR_UNSUPPORTED) return rc;
+  float *s = NULL; /* [inp (N,C) | weight (OC,C) | out (N,OC)] */
+  TL_TRY(scratch_f32((int64_t)N * C + (int64_t)OC * C + (int64_t)N * OC, &s));
+  float *xf = s, *wf = xf + (int64_t)N * C, *of = wf + (int64_t)OC * C;
+  TL_TRY(widen(xf, inp, (int64_t)N * C));
+  TL_TRY(widen(wf, weight, (int64_t)OC * C));
+  TL_TRY(lt_gemm("tl_matmul_forward_bf16 (fp32 path)", 1, 0, OC, N, C, wf, C, xf, C, of, OC, CUDA_R_32F, CUDA_R_32F, 0.0f));
+  return tl_cuda_cast_to_bf16(out, of, (int64_t)N * OC);
 }
 
 extern "C" int tl_matmul_backward_bf16(uint16_t *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
                                        const uint16_t *weight, int N, int C, int OC) {
   TL_TRY(check("tl_matmul_backward_bf16", dout, inp, N, C, OC));
   TL_REQUIRE_PTR(weight);
-  if (dinp)
-    TL_TRY(lt_gemm("tl_matmul_backward_bf16 (dinp)", 0, 0, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF,
-                   CUDA_R_16BF, 1.0f));
-  if (dweight)
-    TL_TRY(lt_gemm("tl_matmul_backward_bf16 (dweight)", 0, 1, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_16BF,
-                   CUDA_R_32F, 1.0f));
+  if (dinp) {
+    int rc = lt_gemm("tl_matmul_backward_bf16 (dinp)", 0, 0, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF,
+                     CUDA_R_16BF, 1.0f);
+    if (rc == TL_ERR_UNSUPPORTED) {
+      float *s = NULL; /* [weight (OC,C) | dout (N,OC) | dinp (N,C)] */
+      TL_TRY(scratch_f32((int64_t)OC * C + (int64_t)N * OC + (int64_t)N * C, &s));
+      float *wf = s, *gf = wf + (int64_t)OC * C, *df = gf + (int64_t)N * OC;
+      TL_TRY(widen(wf, weight, (int64_t)OC * C));
+      TL_TRY(widen(gf, dout, (int64_t)N * OC));
+      TL_TRY(widen(df, dinp, (int64_t)N * C));
+      TL_TRY(lt_gemm("tl_matmul_backward_bf16 (dinp, fp32 path)", 0, 0, C, N, OC, wf, C, gf, OC, df, C, CUDA_R_32F,
+                     CUDA_R_32F, 1.0f));
+      TL_TRY(tl_cuda_cast_to_bf16(dinp, df, (int64_t)N * C));
+    } else if (rc != TL_OK) {
+      return rc;
+    }
+  }
+  if (dweight) {
+    int rc = lt_gemm("tl_matmul_backward_bf16 (dweight)", 0, 1, C, OC, N, inp, C, dout, OC, dweight, C, CUDA_R_16BF,
+                     CUDA_R_32F, 1.0f);
+    if (rc == TL_ERR_UNSUPPORTED) {
+      float *s = NULL; /* [inp (N,C) | dout (N,OC)] */
+      TL_TRY(scratch_f32((int64_t)N * C + (int64_t)N * OC, &s));
+      float *xf = s, *gf = xf + (int64_t)N * C;
+      TL_TRY(widen(xf, inp, (int64_t)N * C));
+      TL_TRY(widen(gf, dout, (int64_t)N * OC));
+      TL_TRY(lt_gemm("tl_matmul_backward_bf16 (dweight, fp32 path)", 0, 1, C, OC, N, xf, C, gf, OC, dweight, C,
+                     CUDA_R_32F, CUDA_R_32F, 1.0f));
+    } else if (rc != TL_OK) {
+      return rc;
+    }
+  }
   return TL_OK;
 }

@@ -27,8 +27,11 @@ unxz_to() { # unxz_to FILE.xz OUT: xz if present, else Python's lzma
 }
 
 phase "machine"
-nvidia-smi -L 2>&1 | head -4 || echo "nvidia-smi: not available"
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
+if command -v nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi -L 2>&1 | head -4
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null || true
+else echo "nvidia-smi: not available"; fi
+ls -l /dev/nvidia0 2>/dev/null || echo "/dev/nvidia0: absent"
 NVCC=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/cuda/bin/nvcc; } || true)
 echo "nvcc: ${NVCC:-none} $( [ -n "$NVCC" ] && "$NVCC" --version | tail -1)"
 echo "cc:   $(command -v cc || command -v gcc || echo none)"

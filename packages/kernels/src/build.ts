@@ -3,7 +3,8 @@
  * their sources, flags and compiler, so an edited kernel is rebuilt and an unchanged one is not.
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 /** The repository's kernels/ folder (sources, header, build cache). */
@@ -93,6 +94,24 @@ export function buildCpuLibrary(opts: CpuBuildOptions = {}): string {
 /** The default targets: A100 (sm_80) and H100/H200 (sm_90) machine code, plus compute_90 PTX that newer GPUs JIT. */
 export const CUDA_GENCODES = ["arch=compute_80,code=sm_80", "arch=compute_90,code=sm_90", "arch=compute_90,code=compute_90"];
 
+/** Runs the commands concurrently (one shell, `&` and `wait`) and returns each one's status and output. */
+function compileBatch(cmds: string[][]): { ok: boolean; out: string }[] {
+  if (cmds.length === 1) return [run(cmds[0]!)];
+  const q = (a: string) => `'${a.replaceAll("'", `'\\''`)}'`;
+  const dir = mkdtempSync(join(tmpdir(), "tinyllama-nvcc-"));
+  try {
+    const script = cmds.map((c, i) => `(${c.map(q).join(" ")} > ${q(join(dir, `${i}.log`))} 2>&1; echo $? > ${q(join(dir, `${i}.rc`))}) &`).join("\n") + "\nwait\n";
+    run(["sh", "-c", script]);
+    return cmds.map((_, i) => {
+      const rcFile = join(dir, `${i}.rc`), log = join(dir, `${i}.log`);
+      const rc = existsSync(rcFile) ? readFileSync(rcFile, "utf8").trim() : "missing";
+      return { ok: rc === "0", out: existsSync(log) ? readFileSync(log, "utf8") : `no output (exit ${rc})` };
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** The nvcc to use (NVCC, PATH, $CUDA_HOME/bin, /usr/local/cuda/bin), or null when there is none. */
 export function findNvcc(): string | null {
   const env = process.env.NVCC;
@@ -156,20 +175,29 @@ export function buildCudaLibrary(opts: CudaBuildOptions = {}): string {
   const objDir = join(buildRoot(), "cuda-obj");
   mkdirSync(objDir, { recursive: true });
   const objects: string[] = [];
+  const todo: { src: string; obj: string; tmp: string }[] = [];
   for (const src of sources) {
     const key = hashOf([src, ...headers], [version, ...flags]);
     const name = src.slice(src.lastIndexOf("/") + 1).replace(/\.cu$/, "");
     const obj = join(objDir, `${name}-${key}.o`);
     objects.push(obj);
-    if (existsSync(obj)) continue;
-    opts.onCompile?.(src);
-    const tmp = `${obj}.${process.pid}.tmp`;
-    const r = run([nvcc, ...flags, "--threads", threads, "-c", src, "-o", tmp]);
-    if (!r.ok) {
-      rmSync(tmp, { force: true });
-      throw new Error(`compiling ${src} failed (${nvcc} ${flags.join(" ")}):\n${r.out}`);
-    }
-    renameSync(tmp, obj);
+    if (!existsSync(obj)) todo.push({ src, obj, tmp: `${obj}.${process.pid}.tmp` });
+  }
+  // One file at a time on small machines (shared 2-core boxes); in parallel batches on big ones
+  // (a GPU machine's time is scarce). TINYLLAMA_NVCC_JOBS overrides.
+  const jobs = Math.max(1, Number(process.env.TINYLLAMA_NVCC_JOBS) || ((navigator.hardwareConcurrency ?? 1) >= 8 ? 6 : 1));
+  for (let i = 0; i < todo.length; i += jobs) {
+    const batch = todo.slice(i, i + jobs);
+    for (const t of batch) opts.onCompile?.(t.src);
+    const results = compileBatch(batch.map((t) => [nvcc, ...flags, "--threads", threads, "-c", t.src, "-o", t.tmp]));
+    batch.forEach((t, j) => {
+      const r = results[j]!;
+      if (!r.ok) {
+        for (const u of batch) rmSync(u.tmp, { force: true });
+        throw new Error(`compiling ${t.src} failed (${nvcc} ${flags.join(" ")}):\n${r.out}`);
+      }
+    });
+    for (const t of batch) renameSync(t.tmp, t.obj);
   }
   mkdirSync(outDir, { recursive: true });
   const tmp = `${lib}.${process.pid}.tmp`;

@@ -124,7 +124,7 @@ describe("bf16 AdamW", () => {
       }
       adamwStepBf16(param, pb, be.fromArray(g32), mt, vt, { ...o, step: t });
     }
-    const got = param.read();
+    const got = param.read() as Float32Array;
     expect(relErr(got, p)).toBeLessThan(1e-5);
     expect(relErr(mt.read(), m)).toBeLessThan(1e-5);
     expect(relErr(vt.read(), v)).toBeLessThan(1e-5);
