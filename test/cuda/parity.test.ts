@@ -140,6 +140,26 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     expect(run()).toEqual(run());
   });
 
+  test("reductions without atomics are bit-for-bit repeatable (embedding, rmsnorm, dbias, sumsq)", () => {
+    const { cuda } = backends();
+    const ops = opsOf(cuda, ["tl_embedding_backward", "tl_rmsnorm_backward", "tl_matmul_backward", "tl_sumsq"]);
+    const N = 4096, C = 256, V = 64;
+    const rng = mulberry32(77);
+    const tok = put(cuda, Int32Array.from({ length: N }, () => Math.floor(rng() * V)));
+    const dout = put(cuda, rnd(N * C, 78)), x = put(cuda, rnd(N * C, 79)), w = put(cuda, rnd(C, 80)), r = put(cuda, rnd(N, 81));
+    const W = put(cuda, rnd(C * C, 82));
+    const run = () => {
+      const dwte = cuda.tensor([V * C]), dx = cuda.tensor([N * C]), dw = cuda.tensor([C]), db = cuda.tensor([C]);
+      ok(cuda, "embedding_backward", ops.tl_embedding_backward(p(dwte), p(dout), p(tok), N, C, V));
+      ok(cuda, "rmsnorm_backward", ops.tl_rmsnorm_backward(p(dx), p(dw), p(dout), p(x), p(w), p(r), N, C));
+      ok(cuda, "matmul_backward", ops.tl_matmul_backward(null, null, p(db), p(dout), p(x), p(W), N, C, C));
+      const s = new Float64Array(1);
+      ok(cuda, "sumsq", ops.tl_sumsq(ptr(s), p(dout), N * C));
+      return [dwte.read(), dx.read(), dw.read(), db.read()].map((a) => Buffer.from((a as Float32Array).buffer).toString("base64")).concat(String(s[0]));
+    };
+    expect(run()).toEqual(run());
+  });
+
   test("swiglu forward/backward and add / accumulate / scale", () => {
     const N = 100_003;
     const G = rnd(N, 15, 3), U = rnd(N, 16), DO = rnd(N, 17), DG = rnd(N, 18), DU = rnd(N, 19);

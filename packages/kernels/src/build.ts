@@ -131,6 +131,21 @@ export interface CudaBuildOptions {
   gencodes?: string[];
   /** Called before each file is compiled (progress for long builds). */
   onCompile?: (file: string) => void;
+  /** Only look in the cache: throw instead of compiling (see cachedCudaLibrary). */
+  cachedOnly?: boolean;
+}
+
+/**
+ * The CUDA library's path if it is already built for the current sources (or given by
+ * TINYLLAMA_CUDA_LIB), else null; never compiles. Tests use it so that a test run never starts a
+ * multi-minute nvcc build on a shared machine: `bun run build:kernels` builds it.
+ */
+export function cachedCudaLibrary(opts: CudaBuildOptions = {}): string | null {
+  try {
+    return buildCudaLibrary({ ...opts, cachedOnly: true });
+  } catch {
+    return null;
+  }
 }
 
 function cudaGencodes(opts: CudaBuildOptions): string[] {
@@ -171,6 +186,7 @@ export function buildCudaLibrary(opts: CudaBuildOptions = {}): string {
   const outDir = join(buildRoot(), `cuda-${libKey}`);
   const lib = join(outDir, "libtinyllama_cuda.so");
   if (existsSync(lib)) return lib;
+  if (opts.cachedOnly) throw new Error(`the CUDA library is not built for these sources (${lib}): run 'bun run build:kernels'`);
 
   const objDir = join(buildRoot(), "cuda-obj");
   mkdirSync(objDir, { recursive: true });

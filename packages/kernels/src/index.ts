@@ -3,7 +3,7 @@
  * through bun:ffi, owns device memory, and exposes every op behind a shape-checked wrapper.
  */
 export { Backend, getBackend, openBackend, cudaUnavailableReason, type BackendOptions, type DeviceKind } from "./backend.ts";
-export { buildCpuLibrary, buildCudaLibrary, findCCompiler, findNvcc, kernelsDir, CUDA_GENCODES, type CpuBuildOptions, type CudaBuildOptions } from "./build.ts";
+export { buildCpuLibrary, buildCudaLibrary, cachedCudaLibrary, findCCompiler, findNvcc, kernelsDir, CUDA_GENCODES, type CpuBuildOptions, type CudaBuildOptions } from "./build.ts";
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
