@@ -3,7 +3,8 @@
  * C=2048, FF=5632, NH=32, NKV=4, HD=64, V=32000), printing time per call and TFLOP/s or TB/s,
  * and the ratio to a ceiling measured in the same run: a 2 GiB device-to-device copy for
  * memory-bound kernels, the best large matmul (fp32 or bf16, same precision) for compute-bound
- * ones. `--quick` uses fewer iterations.
+ * ones; then one TinyLlama layer forward + backward composed from the ops, projected to a full
+ * 22-layer step. `--quick` uses fewer iterations.
  *
  *   bun tools/gpu/bench.ts [--quick]
  */
@@ -130,6 +131,57 @@ const h = (n: number) => be.tensor([n], "bf16");
   report({ name: `sumsq 1G floats (incl. the host copy)`, ms: time(() => check("sumsq", ops.tl_sumsq(ptr(out), p(prm), P)), IT(10)), amount: 4 * P, unit: "TB/s", ceiling: bw });
   report({ name: `cast f32->bf16 256M`, ms: time(() => check("cast", ops.tl_cast_f32_to_bf16(p(pb), p(prm), P)), IT(10)), amount: 6 * P, unit: "TB/s", ceiling: bw });
   for (const t of [prm, grad, m, v, pb]) t.buffer.free();
+}
+
+// ---- one TinyLlama layer, forward + backward, fp32, composed from the raw ops (a training-step proxy)
+{
+  const KV = NKV * HD;
+  const x = f(N * C), h = f(N * C), r1 = f(N), r2 = f(N), q = f(N * C), k = f(N * KV), v = f(N * KV), att = f(N * C), lse = f(B * NH * T);
+  const x2 = f(N * C), h2 = f(N * C), g = f(N * FF), u = f(N * FF), a = f(N * FF), y = f(N * C);
+  const wn1 = f(C), wn2 = f(C), wq = f(C * C), wk = f(KV * C), wv = f(KV * C), wo = f(C * C), wg = f(FF * C), wu = f(FF * C), wd = f(C * FF);
+  const grads = [C, C, C * C, KV * C, KV * C, C * C, FF * C, FF * C, C * FF].map((n) => f(n));
+  const [dwn1, dwn2, dwq, dwk, dwv, dwo, dwg, dwu, dwd] = grads as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor];
+  const dy = f(N * C), dx = f(N * C), dh = f(N * C), dq = f(N * C), dk = f(N * KV), dv = f(N * KV), datt = f(N * C), da = f(N * FF), dg = f(N * FF), du = f(N * FF), dh2 = f(N * C), dqr = f(N * C), dkr = f(N * KV);
+  const cos = f(T * HD / 2), sin = f(T * HD / 2);
+  check("tables", ops.tl_rope_tables(p(cos), p(sin), T, HD, 10000));
+  const mm = (o: Tensor, i: Tensor, w: Tensor, n: number, ci: number, co: number) => check("mm", ops.tl_matmul_forward(p(o), p(i), p(w), null, n, ci, co));
+  const mmb = (di: Tensor, dw: Tensor, dout: Tensor, i: Tensor, w: Tensor, n: number, ci: number, co: number) =>
+    check("mmb", ops.tl_matmul_backward(p(di), p(dw), null, p(dout), p(i), p(w), n, ci, co));
+  const layer = () => {
+    // forward (q, k roped in place: fine for timing)
+    check("rms", ops.tl_rmsnorm_forward(p(h), p(r1), p(x), p(wn1), N, C, 1e-5));
+    mm(q, h, wq, N, C, C); mm(k, h, wk, N, C, KV); mm(v, h, wv, N, C, KV);
+    check("rope", ops.tl_rope_forward(p(q), p(q), p(cos), p(sin), B, T, NH, HD, 0, T));
+    check("rope", ops.tl_rope_forward(p(k), p(k), p(cos), p(sin), B, T, NKV, HD, 0, T));
+    check("attn", ops.tl_attention_forward(p(att), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD));
+    mm(x2, att, wo, N, C, C);
+    check("add", ops.tl_add(p(x2), p(x2), p(x), N * C));
+    check("rms", ops.tl_rmsnorm_forward(p(h2), p(r2), p(x2), p(wn2), N, C, 1e-5));
+    mm(g, h2, wg, N, C, FF); mm(u, h2, wu, N, C, FF);
+    check("sw", ops.tl_swiglu_forward(p(a), p(g), p(u), N * FF));
+    mm(y, a, wd, N, FF, C);
+    check("add", ops.tl_add(p(y), p(y), p(x2), N * C));
+    // backward (dy is the incoming gradient; dx collects the residual stream's gradient)
+    mmb(da, dwd, dy, a, wd, N, FF, C);
+    check("swb", ops.tl_swiglu_backward(p(dg), p(du), p(da), p(g), p(u), N * FF));
+    mmb(dh2, dwg, dg, h2, wg, N, C, FF); mmb(dh2, dwu, du, h2, wu, N, C, FF);
+    check("acc", ops.tl_accumulate(p(dx), p(dy), N * C));
+    check("rmsb", ops.tl_rmsnorm_backward(p(dx), p(dwn2), p(dh2), p(x2), p(wn2), p(r2), N, C));
+    mmb(datt, dwo, dx, att, wo, N, C, C);
+    check("attnb", ops.tl_attention_backward(p(dqr), p(dkr), p(dv), p(datt), p(q), p(k), p(v), p(att), p(lse), B, T, NH, NKV, HD));
+    check("ropeb", ops.tl_rope_backward(p(dq), p(dqr), p(cos), p(sin), B, T, NH, HD, 0, T));
+    check("ropeb", ops.tl_rope_backward(p(dk), p(dkr), p(cos), p(sin), B, T, NKV, HD, 0, T));
+    mmb(dh, dwq, dq, h, wq, N, C, C); mmb(dh, dwk, dk, h, wk, N, C, KV); mmb(dh, dwv, dv, h, wv, N, C, KV);
+    check("rmsb", ops.tl_rmsnorm_backward(p(dx), p(dwn1), p(dh), p(x), p(wn1), p(r1), N, C));
+  };
+  const ms = time(layer, IT(5));
+  const linear = 2 * N * (2 * C * C + 2 * C * KV + 3 * C * FF);
+  const attnFl = 4 * B * NH * T * T * HD * 0.5;
+  const flops = 3 * linear + 3.5 * attnFl; // fwd + 2x for backward matmuls; attention bwd counted 2.5x
+  report({ name: `one layer fwd+bwd fp32 (${N} tokens)`, ms, amount: flops, unit: "TFLOP/s", ceiling: peak32 });
+  const head = 3 * 2 * N * C * V; // LM head fwd + bwd, at the fp32 matmul ceiling
+  const stepMs = 22 * ms + (head / (peak32 * 1e12)) * 1e3;
+  console.log(`  -> 22 layers + LM head (at the fp32 matmul ceiling): ~${stepMs.toFixed(0)} ms per ${N}-token step, ~${((N / stepMs) * 1e3).toFixed(0)} tokens/s fp32`);
 }
 
 console.log("");
