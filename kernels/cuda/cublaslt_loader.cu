@@ -107,6 +107,11 @@ static bool try_open(const std::string &path, std::string &tried) {
 }
 
 static bool open_library(std::string &tried) {
+#ifdef TL_CUDA_EMU
+  /* The CPU emulator (tests) passes host pointers: never hand them to a real cuBLASLt. */
+  tried += "\n  (CUDA emulator build: cuBLASLt is never loaded)";
+  return false;
+#endif
   const char *explicit_path = getenv("TINYLLAMA_CUBLASLT");
   if (nonempty(explicit_path)) return try_open(explicit_path, tried);
   for (const std::string &dir : candidate_dirs())
@@ -124,7 +129,7 @@ static bool open_library(std::string &tried) {
   return false;
 }
 
-template <typename F> static bool bind(F &fn, const char *name, std::string &missing) {
+template <typename F> static bool bind_symbol(F &fn, const char *name, std::string &missing) {
   fn = reinterpret_cast<F>(dlsym(dl, name));
   if (!fn) missing += std::string(" ") + name;
   return fn != NULL;
@@ -151,18 +156,18 @@ static int load_locked(void) {
     return fail_code;
   }
   std::string missing;
-  bind(api_.Create, "cublasLtCreate", missing);
-  bind(api_.Destroy, "cublasLtDestroy", missing);
-  bind(api_.MatmulDescCreate, "cublasLtMatmulDescCreate", missing);
-  bind(api_.MatmulDescDestroy, "cublasLtMatmulDescDestroy", missing);
-  bind(api_.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute", missing);
-  bind(api_.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate", missing);
-  bind(api_.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy", missing);
-  bind(api_.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate", missing);
-  bind(api_.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy", missing);
-  bind(api_.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute", missing);
-  bind(api_.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic", missing);
-  bind(api_.Matmul, "cublasLtMatmul", missing);
+  bind_symbol(api_.Create, "cublasLtCreate", missing);
+  bind_symbol(api_.Destroy, "cublasLtDestroy", missing);
+  bind_symbol(api_.MatmulDescCreate, "cublasLtMatmulDescCreate", missing);
+  bind_symbol(api_.MatmulDescDestroy, "cublasLtMatmulDescDestroy", missing);
+  bind_symbol(api_.MatmulDescSetAttribute, "cublasLtMatmulDescSetAttribute", missing);
+  bind_symbol(api_.MatrixLayoutCreate, "cublasLtMatrixLayoutCreate", missing);
+  bind_symbol(api_.MatrixLayoutDestroy, "cublasLtMatrixLayoutDestroy", missing);
+  bind_symbol(api_.MatmulPreferenceCreate, "cublasLtMatmulPreferenceCreate", missing);
+  bind_symbol(api_.MatmulPreferenceDestroy, "cublasLtMatmulPreferenceDestroy", missing);
+  bind_symbol(api_.MatmulPreferenceSetAttribute, "cublasLtMatmulPreferenceSetAttribute", missing);
+  bind_symbol(api_.MatmulAlgoGetHeuristic, "cublasLtMatmulAlgoGetHeuristic", missing);
+  bind_symbol(api_.Matmul, "cublasLtMatmul", missing);
   if (!missing.empty()) {
     fail_code = TL_ERR_UNSUPPORTED;
     fail_msg = loaded_path + " lacks the functions:" + missing;
