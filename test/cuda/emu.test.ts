@@ -30,12 +30,12 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
       "tl_backend", "tl_embedding_forward", "tl_embedding_backward", "tl_rmsnorm_forward", "tl_rmsnorm_backward", "tl_rope_tables",
       "tl_rope_forward", "tl_rope_backward", "tl_attention_forward", "tl_attention_backward", "tl_swiglu_forward", "tl_swiglu_backward",
       "tl_add", "tl_accumulate", "tl_scale", "tl_crossentropy_forward_backward", "tl_sumsq", "tl_adamw_step", "tl_adamw_step_bf16",
-      "tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_matmul_forward",
+      "tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_matmul_forward", "tl_matmul_backward",
     ]);
   }, 300_000);
 
   test("attention forward/backward (GQA, ragged T, head dims 8..160)", () => {
-    const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 8], [2, 37, 4, 2, 16], [1, 33, 2, 1, 64], [1, 20, 2, 2, 160]];
+    const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 8], [2, 37, 4, 2, 16], [1, 33, 2, 1, 64], [1, 20, 2, 2, 160], [1, 70, 4, 1, 32]];
     shapes.forEach(([B, T, NH, NKV, HD], si) => {
       const Q = rnd(B * T * NH * HD, si + 1), K = rnd(B * T * NKV * HD, si + 11), V = rnd(B * T * NKV * HD, si + 21), DO = rnd(B * T * NH * HD, si + 31);
       const scale = 1 / Math.sqrt(HD), rep = NH / NKV;
@@ -112,7 +112,7 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
       expect([relErr(rd(o), out), relErr(rd(r), rs)].every((e) => e < 1e-5)).toBe(true);
       expect([relErr(rd(gx), dx), relErr(rd(gw), dw)].every((e) => e < 1e-4)).toBe(true);
     }
-  });
+  }, 60_000);
 
   test("rope tables, forward (in place too) and backward; positions past the tables are rejected", () => {
     const B = 2, T = 5, NH = 3, HD = 8, maxT = 16, pos0 = 4, half = HD / 2;
@@ -224,6 +224,22 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
         expect(Array.from(pb.read())).toEqual(Array.from(again.read()));
       }
     }
+  }, 60_000);
+
+  test("matmul dbias (a column sum, no cuBLASLt) and bf16 casts", () => {
+    const N = 37, OC = 45;
+    const DY = rnd(N * OC, 100), B0 = rnd(OC, 101);
+    const ref = Float64Array.from(B0);
+    for (let n = 0; n < N; n++) for (let o = 0; o < OC; o++) ref[o] += DY[n * OC + o]!;
+    const db = put(be, B0), a = put(be, rnd(4, 1));
+    ok("matmul_backward", ops.tl_matmul_backward(null, null, p(db), p(put(be, DY)), p(a), p(a), N, 2, OC));
+    expect(relErr(rd(db), ref)).toBeLessThan(1e-6);
+    const X = Float32Array.from([1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -2.5, Infinity, NaN, 3.4e38]);
+    const b = be.tensor([X.length], "bf16"), back = be.tensor([X.length]);
+    ok("cast", ops.tl_cast_f32_to_bf16(p(b), p(put(be, X)), X.length));
+    ok("cast", ops.tl_cast_bf16_to_f32(p(back), p(b), X.length));
+    expect(Array.from(b.read())).toEqual([0x3f80, 0x3f80, 0x3f82, 0xc020, 0x7f80, 0x7fff, 0x7f80]);
+    expect(Array.from(rd(back)).slice(0, 4)).toEqual([1, 1, 1 + 2 ** -6, -2.5]);
   });
 
   test("matmul without cuBLASLt is TL_ERR_UNSUPPORTED, not a crash", () => {
