@@ -37,14 +37,14 @@ describe.skipIf(!canBuild)("CUDA library (no GPU needed)", () => {
     expect(lib).toMatch(/\.so$/);
   });
 
-  test("the test ABI table is exactly the header, and the package's FFI table is a subset of it", () => {
+  test("the test ABI table covers the header, and the package's FFI table is a subset of the header", () => {
     const fns = headerFunctions();
     expect(fns.length).toBeGreaterThan(30);
-    expect(Object.keys(ABI).sort()).toEqual([...fns].sort());
+    expect(fns.filter((f) => !(f in ABI))).toEqual([]);
     for (const name of Object.keys(symbols)) expect(fns).toContain(name);
   });
 
-  test("exports every header function and every FFI symbol; tl_backend() is 1", () => {
+  test("exports every function of the test ABI table and of the FFI table; tl_backend() is 1", () => {
     const all = dlopen(lib, ABI); // throws naming the first missing symbol
     dlopen(lib, symbols);
     expect(all.symbols.tl_backend()).toBe(1);

@@ -28,7 +28,7 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
     be = new Backend("cuda", buildEmulatedCudaLibrary());
     ops = opsOf(be, [
       "tl_backend", "tl_embedding_forward", "tl_embedding_backward", "tl_rmsnorm_forward", "tl_rmsnorm_backward", "tl_rope_tables",
-      "tl_rope_forward", "tl_rope_backward", "tl_attention_forward", "tl_attention_backward", "tl_swiglu_forward", "tl_swiglu_backward",
+      "tl_rope_forward", "tl_rope_backward", "tl_attention_forward", "tl_attention_backward", "tl_attention_decode", "tl_swiglu_forward", "tl_swiglu_backward",
       "tl_add", "tl_accumulate", "tl_scale", "tl_crossentropy_forward_backward", "tl_sumsq", "tl_adamw_step", "tl_adamw_step_bf16",
       "tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_matmul_forward", "tl_matmul_backward",
     ]);
@@ -87,6 +87,28 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
       expect(relErr(minus(rd(tv), ones(V.length)), dv)).toBeLessThan(1e-4);
     });
   }, 300_000);
+
+  test("attention decode over a KV cache (GQA), and pos outside the cache", () => {
+    for (const [B, NH, NKV, HD, maxT, pos] of [[2, 4, 2, 16, 40, 37], [1, 2, 1, 64, 8, 0], [1, 2, 2, 160, 5, 4]] as number[][]) {
+      const Q = rnd(B! * NH! * HD!, 200 + HD!), K = rnd(B! * maxT! * NKV! * HD!, 201), V = rnd(B! * maxT! * NKV! * HD!, 202);
+      const ref = new Float64Array(Q.length), scale = 1 / Math.sqrt(HD!);
+      for (let b = 0; b < B!; b++)
+        for (let h = 0; h < NH!; h++) {
+          const g = Math.floor(h / (NH! / NKV!)), qo = (b * NH! + h) * HD!;
+          const s = Array.from({ length: pos! + 1 }, (_, j) => {
+            let d = 0;
+            for (let e = 0; e < HD!; e++) d += Q[qo + e]! * K[((b * maxT! + j) * NKV! + g) * HD! + e]!;
+            return d * scale;
+          });
+          const m = Math.max(...s), w = s.map((x) => Math.exp(x - m)), l = w.reduce((a, c) => a + c, 0);
+          for (let j = 0; j <= pos!; j++) for (let e = 0; e < HD!; e++) ref[qo + e] += (w[j]! / l) * V[((b * maxT! + j) * NKV! + g) * HD! + e]!;
+        }
+      const o = be.tensor([Q.length]), q = put(be, Q), k = put(be, K), v = put(be, V);
+      ok("attention_decode", ops.tl_attention_decode(p(o), p(q), p(k), p(v), B!, NH!, NKV!, HD!, maxT!, pos!));
+      expect(relErr(rd(o), ref)).toBeLessThan(1e-5);
+      expect(ops.tl_attention_decode(p(o), p(q), p(k), p(v), B!, NH!, NKV!, HD!, maxT!, maxT!)).toBe(3);
+    }
+  });
 
   test("rmsnorm forward/backward", () => {
     // not C = 1: there dinp is a catastrophic cancellation (1 - x^2/(x^2+eps)) in any fp32 implementation

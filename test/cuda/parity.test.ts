@@ -2,13 +2,14 @@
  * Every op of the ABI on the CUDA backend against the CPU backend, on the same random inputs:
  * fp32 results within 1e-4 relative error (‖cuda−cpu‖/‖cpu‖), bf16 results within 1e-2, casts
  * bit for bit. Gradients start from random values on both sides, so the accumulate (+=) rule is
- * checked too. Skipped, with one printed line, on machines without a usable GPU.
+ * checked too. Without a GPU the same comparisons run on the CUDA emulator (harness.parityTarget),
+ * minus what needs cuBLASLt or what the CPU library lacks, each skip printed as a line.
  */
 import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
 import { mulberry32, randn, relErr } from "@tinyllama/testing";
 import type { Backend, Tensor } from "@tinyllama/kernels";
-import { backends, noGpu, ok, onBoth, opsOf, put, type Host } from "./harness.ts";
+import { backends, ok, onBoth, opsOf, parityReady, parityTarget, put, type AbiName, type Host } from "./harness.ts";
 
 const F32 = 1e-4;
 const BF16 = 1e-2;
@@ -29,8 +30,16 @@ function toF(a: Host): Float64Array | Float32Array | Int32Array {
 const rnd = (n: number, seed: number, scale = 1) => randn(n, mulberry32(seed), scale);
 const p = (t: Tensor) => t.ptr("test");
 
-describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
-  test("matmul forward/backward (fp32, with and without bias, unaligned views)", () => {
+/**
+ * A parity test: skipped (with a line) where parityReady says it cannot run; generous timeout for
+ * the emulator. gpuOnly: needs cuBLASLt, or is about what only a real GPU can get wrong (repeatability).
+ */
+function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void): void {
+  test.skipIf(!parityReady(name, names, gpuOnly))(name, fn, 300_000);
+}
+
+describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU parity`, () => {
+  ptest("matmul forward/backward (fp32, with and without bias, unaligned views)", ["tl_matmul_forward", "tl_matmul_backward"], true, () => {
     const shapes: [number, number, number][] = [[1, 1, 1], [3, 17, 5], [37, 64, 96], [129, 100, 33], [256, 288, 768], [16, 513, 7]];
     shapes.forEach(([N, C, OC], i) => {
       const X = rnd((N + 1) * C, 10 + i), W = rnd(OC * C, 20 + i), B = rnd(OC, 30 + i), DO = rnd(N * OC, 40 + i);
@@ -49,7 +58,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     });
   });
 
-  test("embedding forward/backward, and an out-of-range token is TL_ERR_OUT_OF_RANGE", () => {
+  ptest("embedding forward/backward, and an out-of-range token is TL_ERR_OUT_OF_RANGE", ["tl_embedding_forward", "tl_embedding_backward"], false, () => {
     const N = 300, C = 33, V = 50;
     const rng = mulberry32(3);
     const tok = Int32Array.from({ length: N }, () => Math.floor(rng() * V));
@@ -69,7 +78,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     }
   });
 
-  test("rmsnorm forward/backward", () => {
+  ptest("rmsnorm forward/backward", ["tl_rmsnorm_forward", "tl_rmsnorm_backward"], false, () => {
     for (const [N, C] of [[1, 1], [37, 288], [64, 2048], [5, 1000]] as [number, number][]) {
       const X = rnd(N * C, 7), W = rnd(C, 8), DO = rnd(N * C, 9), DX = rnd(N * C, 10), DW = rnd(C, 11);
       const res = onBoth(["tl_rmsnorm_forward", "tl_rmsnorm_backward"], (be, ops) => {
@@ -83,7 +92,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     }
   });
 
-  test("rope tables, forward (also in place) and backward", () => {
+  ptest("rope tables, forward (also in place) and backward", ["tl_rope_tables", "tl_rope_forward", "tl_rope_backward"], false, () => {
     const B = 2, T = 17, NH = 3, HD = 16, maxT = 64, pos0 = 5;
     const tables = onBoth(["tl_rope_tables"], (be, ops) => {
       const c = be.tensor([maxT, HD / 2]), s = be.tensor([maxT, HD / 2]);
@@ -120,14 +129,26 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
       });
       expectClose(res, F32, `attention B${B} T${T} NH${NH} NKV${NKV} HD${HD}`);
     });
-  test("attention forward/backward (causal GQA; head dims 8..128, ragged T)", () => {
+  ptest("attention forward/backward (causal GQA; head dims 8..128, ragged T)", ["tl_attention_forward", "tl_attention_backward"], false, () => {
     attention([[1, 1, 1, 1, 8], [2, 37, 4, 2, 16], [1, 70, 8, 2, 64], [2, 65, 4, 4, 32], [1, 33, 2, 1, 128]]);
   });
-  test("attention with head dim 160 (more than 48 KiB of shared memory: the opt-in path)", () => {
+  ptest("attention with head dim 160 (more than 48 KiB of shared memory: the opt-in path)", ["tl_attention_forward", "tl_attention_backward"], false, () => {
     attention([[1, 40, 2, 1, 160]]);
   });
 
-  test("attention backward is bit-for-bit repeatable on the GPU", () => {
+  ptest("attention decode over a KV cache", ["tl_attention_decode"], false, () => {
+    for (const [B, NH, NKV, HD, maxT, pos] of [[2, 8, 2, 64, 100, 77], [1, 4, 4, 32, 16, 0], [3, 32, 4, 64, 300, 299]] as number[][]) {
+      const Q = rnd(B! * NH! * HD!, 300), K = rnd(B! * maxT! * NKV! * HD!, 301), V = rnd(B! * maxT! * NKV! * HD!, 302);
+      const res = onBoth(["tl_attention_decode"], (be, ops) => {
+        const o = be.tensor([Q.length]);
+        ok(be, "attention_decode", ops.tl_attention_decode(p(o), p(put(be, Q)), p(put(be, K)), p(put(be, V)), B!, NH!, NKV!, HD!, maxT!, pos!));
+        return { o };
+      });
+      expectClose(res, F32, `attention_decode B${B} NH${NH}/${NKV} HD${HD} pos ${pos}`);
+    }
+  });
+
+  ptest("attention backward is bit-for-bit repeatable on the GPU", [], true, () => {
     const { cuda } = backends();
     const [B, T, NH, NKV, HD] = [2, 130, 8, 2, 64];
     const ops = opsOf(cuda, ["tl_attention_forward", "tl_attention_backward"]);
@@ -142,7 +163,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     expect(run()).toEqual(run());
   });
 
-  test("reductions without atomics are bit-for-bit repeatable (embedding, rmsnorm, dbias, sumsq)", () => {
+  ptest("reductions without atomics are bit-for-bit repeatable (embedding, rmsnorm, dbias, sumsq)", [], true, () => {
     const { cuda } = backends();
     const ops = opsOf(cuda, ["tl_embedding_backward", "tl_rmsnorm_backward", "tl_matmul_backward", "tl_sumsq"]);
     const N = 4096, C = 256, V = 64;
@@ -162,7 +183,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     expect(run()).toEqual(run());
   });
 
-  test("swiglu forward/backward and add / accumulate / scale", () => {
+  ptest("swiglu forward/backward and add / accumulate / scale", ["tl_swiglu_forward", "tl_swiglu_backward", "tl_add", "tl_accumulate", "tl_scale"], false, () => {
     const N = 100_003;
     const G = rnd(N, 15, 3), U = rnd(N, 16), DO = rnd(N, 17), DG = rnd(N, 18), DU = rnd(N, 19);
     const res = onBoth(["tl_swiglu_forward", "tl_swiglu_backward", "tl_add", "tl_accumulate", "tl_scale"], (be, ops) => {
@@ -180,7 +201,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     expectClose(res, F32, "elementwise");
   });
 
-  test("cross-entropy (ignored rows, separate and in-place dlogits) and a bad target", () => {
+  ptest("cross-entropy (ignored rows, separate and in-place dlogits) and a bad target", ["tl_crossentropy_forward_backward"], false, () => {
     const N = 13, V = 1000, IGN = -100;
     const rng = mulberry32(23);
     const tgt = Int32Array.from({ length: N }, (_, i) => (i === 2 || i === 7 ? IGN : Math.floor(rng() * V)));
@@ -202,7 +223,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     }
   });
 
-  test("sumsq (double, fixed order) and AdamW", () => {
+  ptest("sumsq (double, fixed order) and AdamW", ["tl_sumsq", "tl_adamw_step"], false, () => {
     const N = 1_000_003;
     const X = rnd(N, 25);
     const sums = [backends().cpu, backends().cuda].map((be: Backend) => {
@@ -222,7 +243,7 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     expectClose(res, F32, "adamw");
   });
 
-  test("bf16: casts bit for bit, matmul within 1e-2 (fp32 master gradient within 1e-4), AdamW with its bf16 copy", () => {
+  ptest("bf16: casts bit for bit, AdamW with its bf16 copy", ["tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_adamw_step_bf16"], false, () => {
     const N = 4099;
     const X = rnd(N, 30, 5);
     const casts = onBoth(["tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32"], (be, ops) => {
@@ -234,6 +255,21 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
     expect(Buffer.from(casts.cuda.b!.buffer).equals(Buffer.from(casts.cpu.b!.buffer))).toBe(true);
     expect(Buffer.from(casts.cuda.back!.buffer).equals(Buffer.from(casts.cpu.back!.buffer))).toBe(true);
 
+    const M = 10_001;
+    const P0 = rnd(M, 36), G = rnd(M, 37);
+    const res = onBoth(["tl_adamw_step_bf16", "tl_cast_f32_to_bf16"], (be, ops) => {
+      const prm = put(be, P0), pb = be.tensor([M], "bf16"), m = be.tensor([M]), v = be.tensor([M]);
+      ok(be, "adamw_bf16", ops.tl_adamw_step_bf16(p(prm), p(pb), p(put(be, G)), p(m), p(v), M, 1e-2, 0.9, 0.95, 1e-8, 0.1, 1, 1));
+      const again = be.tensor([M], "bf16");
+      ok(be, "cast", ops.tl_cast_f32_to_bf16(p(again), p(prm), M));
+      return { prm, m, v, pb, again };
+    });
+    expectClose({ cpu: { prm: res.cpu.prm!, m: res.cpu.m!, v: res.cpu.v! }, cuda: { prm: res.cuda.prm!, m: res.cuda.m!, v: res.cuda.v! } }, F32, "adamw_bf16");
+    // the bf16 copy is exactly the rounding of the fp32 master weights it wrote
+    expect(Buffer.from(res.cuda.pb!.buffer).equals(Buffer.from(res.cuda.again!.buffer))).toBe(true);
+  });
+
+  ptest("bf16 matmul within 1e-2 (its fp32 master gradient within 1e-4)", ["tl_matmul_forward_bf16", "tl_matmul_backward_bf16"], true, () => {
     const bits = (a: Float32Array) => Uint16Array.from(a, (v) => new Uint32Array(new Float32Array([v]).buffer)[0]! >>> 16);
     for (const [n, C, OC] of [[37, 64, 96], [256, 288, 768], [3, 17, 5]] as [number, number, number][]) {
       // truncation is fine for making bf16 inputs: both sides get the same bits
@@ -249,18 +285,5 @@ describe.skipIf(noGpu)("CUDA vs CPU parity", () => {
       expectClose({ cpu: { out: res.cpu.out!, dx: res.cpu.dx! }, cuda: { out: res.cuda.out!, dx: res.cuda.dx! } }, BF16, `bf16 matmul ${n}x${C}x${OC}`);
       expectClose({ cpu: { dw: res.cpu.dw! }, cuda: { dw: res.cuda.dw! } }, F32, `bf16 matmul ${n}x${C}x${OC}`);
     }
-
-    const M = 10_001;
-    const P0 = rnd(M, 36), G = rnd(M, 37);
-    const res = onBoth(["tl_adamw_step_bf16", "tl_cast_f32_to_bf16"], (be, ops) => {
-      const prm = put(be, P0), pb = be.tensor([M], "bf16"), m = be.tensor([M]), v = be.tensor([M]);
-      ok(be, "adamw_bf16", ops.tl_adamw_step_bf16(p(prm), p(pb), p(put(be, G)), p(m), p(v), M, 1e-2, 0.9, 0.95, 1e-8, 0.1, 1, 1));
-      const again = be.tensor([M], "bf16");
-      ok(be, "cast", ops.tl_cast_f32_to_bf16(p(again), p(prm), M));
-      return { prm, m, v, pb, again };
-    });
-    expectClose({ cpu: { prm: res.cpu.prm!, m: res.cpu.m!, v: res.cpu.v! }, cuda: { prm: res.cuda.prm!, m: res.cuda.m!, v: res.cuda.v! } }, F32, "adamw_bf16");
-    // the bf16 copy is exactly the rounding of the fp32 master weights it wrote
-    expect(Buffer.from(res.cuda.pb!.buffer).equals(Buffer.from(res.cuda.again!.buffer))).toBe(true);
   });
 });
