@@ -10,22 +10,25 @@
  */
 import { ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
-import { openBackend, type Tensor } from "@tinyllama/kernels";
+import { Backend, openBackend, type Tensor } from "@tinyllama/kernels";
+import { buildEmulatedCudaLibrary } from "../../test/cuda/emu.ts";
 import { gpuReason, opsOf, type AbiName } from "../../test/cuda/harness.ts";
 
-if (gpuReason !== null) {
+// TINYLLAMA_BENCH_EMU=1: tiny shapes on the CPU CUDA emulator, to check this script itself without a GPU.
+const emu = process.env.TINYLLAMA_BENCH_EMU === "1";
+if (gpuReason !== null && !emu) {
   console.log(`bench: skipped: no CUDA GPU (${gpuReason})`);
   process.exit(0);
 }
-const quick = process.argv.includes("--quick");
-const be = openBackend({ device: "cuda" });
+const quick = process.argv.includes("--quick") || emu;
+const be = emu ? new Backend("cuda", buildEmulatedCudaLibrary()) : openBackend({ device: "cuda" });
 console.log(`backend: ${be.buildInfo}`);
 const ops = opsOf(be, [
   "tl_copy", "tl_matmul_forward", "tl_matmul_backward", "tl_matmul_forward_bf16", "tl_matmul_backward_bf16",
   "tl_attention_forward", "tl_attention_backward", "tl_rmsnorm_forward", "tl_rmsnorm_backward", "tl_rope_forward",
   "tl_rope_backward", "tl_swiglu_forward", "tl_swiglu_backward", "tl_crossentropy_forward_backward", "tl_adamw_step",
   "tl_adamw_step_bf16", "tl_sumsq", "tl_embedding_forward", "tl_embedding_backward", "tl_add", "tl_cast_f32_to_bf16",
-  "tl_rope_tables",
+  "tl_rope_tables", "tl_accumulate",
 ] as AbiName[]);
 const p = (t: Tensor) => t.ptr("bench");
 const check = (op: string, rc: number) => be.check(op, rc);
@@ -47,39 +50,70 @@ const rows: Row[] = [];
 function report(r: Row): void {
   rows.push(r);
   const rate = r.amount / (r.ms / 1e3) / 1e12;
-  const ratio = r.ceiling ? `${((rate / r.ceiling) * 100).toFixed(0).padStart(4)}% of ${r.ceiling.toFixed(2)} ${r.unit}` : "";
+  const ratio = r.ceiling && Number.isFinite(r.ceiling) ? `${((rate / r.ceiling) * 100).toFixed(0).padStart(4)}% of ${r.ceiling.toFixed(2)} ${r.unit}` : "";
   console.log(`${r.name.padEnd(44)} ${r.ms.toFixed(3).padStart(9)} ms ${rate.toFixed(2).padStart(8)} ${r.unit.padEnd(7)} ${ratio}`);
+}
+
+/** Runs one group of measurements; a failure is printed and the next group still runs. */
+function section(fn: () => void): void {
+  try {
+    fn();
+  } catch (e) {
+    console.log(`  (failed: ${(e as Error).message.split("\n")[0]})`);
+  }
+}
+/** A ceiling measurement, or NaN (printed) when it fails. */
+function ceiling(fn: () => number): number {
+  try {
+    return fn();
+  } catch (e) {
+    console.log(`  (ceiling failed: ${(e as Error).message.split("\n")[0]})`);
+    return NaN;
+  }
 }
 
 // ---- ceilings
 const GiB = 1 << 30;
-const copyBytes = 2 * GiB;
-const src = be.tensor([copyBytes / 4]), dst = be.tensor([copyBytes / 4]);
-const copyMs = time(() => check("copy", ops.tl_copy(p(dst), p(src), copyBytes)), IT(10));
-const bw = (2 * copyBytes) / (copyMs / 1e3) / 1e12; // read + write
-report({ name: "ceiling: copy 2 GiB (read+write)", ms: copyMs, amount: 2 * copyBytes, unit: "TB/s" });
-src.buffer.free();
-dst.buffer.free();
+const copyBytes = emu ? 1 << 20 : 2 * GiB;
+const bw = ceiling(() => {
+  const src = be.tensor([copyBytes / 4]), dst = be.tensor([copyBytes / 4]);
+  const copyMs = time(() => check("copy", ops.tl_copy(p(dst), p(src), copyBytes)), IT(10));
+  report({ name: `ceiling: copy ${copyBytes >> 20} MiB (read+write)`, ms: copyMs, amount: 2 * copyBytes, unit: "TB/s" });
+  src.buffer.free();
+  dst.buffer.free();
+  return (2 * copyBytes) / (copyMs / 1e3) / 1e12; // read + write
+});
 
-const M = 8192;
-const A32 = be.tensor([M, M]), B32 = be.tensor([M, M]), C32 = be.tensor([M, M]);
-const mm32 = time(() => check("mm32", ops.tl_matmul_forward(p(C32), p(A32), p(B32), null, M, M, M)), IT(5));
-const peak32 = (2 * M ** 3) / (mm32 / 1e3) / 1e12;
-report({ name: `ceiling: fp32 matmul ${M}^3${process.env.TINYLLAMA_TF32 === "1" ? " (TF32)" : ""}`, ms: mm32, amount: 2 * M ** 3, unit: "TFLOP/s" });
-for (const t of [A32, B32, C32]) t.buffer.free();
-const A16 = be.tensor([M, M], "bf16"), B16 = be.tensor([M, M], "bf16"), C16 = be.tensor([M, M], "bf16");
-const mm16 = time(() => check("mm16", ops.tl_matmul_forward_bf16(p(C16), p(A16), p(B16), M, M, M)), IT(20));
-const peak16 = (2 * M ** 3) / (mm16 / 1e3) / 1e12;
-report({ name: `ceiling: bf16 matmul ${M}^3`, ms: mm16, amount: 2 * M ** 3, unit: "TFLOP/s" });
-for (const t of [A16, B16, C16]) t.buffer.free();
+const M = emu ? 64 : 8192;
+const peak32 = ceiling(() => {
+  const A32 = be.tensor([M, M]), B32 = be.tensor([M, M]), C32 = be.tensor([M, M]);
+  try {
+    const mm32 = time(() => check("mm32", ops.tl_matmul_forward(p(C32), p(A32), p(B32), null, M, M, M)), IT(5));
+    report({ name: `ceiling: fp32 matmul ${M}^3${process.env.TINYLLAMA_TF32 === "1" ? " (TF32)" : ""}`, ms: mm32, amount: 2 * M ** 3, unit: "TFLOP/s" });
+    return (2 * M ** 3) / (mm32 / 1e3) / 1e12;
+  } finally {
+    for (const t of [A32, B32, C32]) t.buffer.free();
+  }
+});
+const peak16 = ceiling(() => {
+  const A16 = be.tensor([M, M], "bf16"), B16 = be.tensor([M, M], "bf16"), C16 = be.tensor([M, M], "bf16");
+  try {
+    const mm16 = time(() => check("mm16", ops.tl_matmul_forward_bf16(p(C16), p(A16), p(B16), M, M, M)), IT(20));
+    report({ name: `ceiling: bf16 matmul ${M}^3`, ms: mm16, amount: 2 * M ** 3, unit: "TFLOP/s" });
+    return (2 * M ** 3) / (mm16 / 1e3) / 1e12;
+  } finally {
+    for (const t of [A16, B16, C16]) t.buffer.free();
+  }
+});
 console.log("");
 
 // ---- kernels at TinyLlama shapes
-const B = 4, T = 2048, C = 2048, FF = 5632, NH = 32, NKV = 4, HD = 64, V = 32000, N = B * T;
+const [B, T, C, FF, NH, NKV, HD, V] = emu ? [1, 64, 64, 160, 4, 2, 16, 100] : [4, 2048, 2048, 5632, 32, 4, 64, 32000];
+const N = B * T;
 const f = (n: number) => be.tensor([n]);
 const h = (n: number) => be.tensor([n], "bf16");
 
-{
+section(() => {
   const x = f(N * C), w = f(FF * C), y = f(N * FF), dx = f(N * C), dw = f(FF * C);
   report({ name: `matmul fwd fp32 ${N}x${C}->${FF}`, ms: time(() => check("mm", ops.tl_matmul_forward(p(y), p(x), p(w), null, N, C, FF)), IT(10)), amount: 2 * N * C * FF, unit: "TFLOP/s", ceiling: peak32 });
   report({ name: `matmul bwd fp32 (dinp+dweight)`, ms: time(() => check("mmb", ops.tl_matmul_backward(p(dx), p(dw), null, p(y), p(x), p(w), N, C, FF)), IT(10)), amount: 4 * N * C * FF, unit: "TFLOP/s", ceiling: peak32 });
@@ -88,8 +122,8 @@ const h = (n: number) => be.tensor([n], "bf16");
   report({ name: `matmul fwd bf16 ${N}x${C}->${FF}`, ms: time(() => check("mm", ops.tl_matmul_forward_bf16(p(yb), p(xb), p(wb), N, C, FF)), IT(20)), amount: 2 * N * C * FF, unit: "TFLOP/s", ceiling: peak16 });
   report({ name: `matmul bwd bf16 (dinp bf16 + dweight fp32)`, ms: time(() => check("mmb", ops.tl_matmul_backward_bf16(p(dxb), p(dwf), p(yb), p(xb), p(wb), N, C, FF)), IT(20)), amount: 4 * N * C * FF, unit: "TFLOP/s", ceiling: peak16 });
   for (const t of [xb, wb, yb, dxb, dwf]) t.buffer.free();
-}
-{
+});
+section(() => {
   const q = f(N * NH * HD), k = f(N * NKV * HD), v = f(N * NKV * HD), o = f(N * NH * HD), lse = f(B * NH * T);
   const dq = f(N * NH * HD), dk = f(N * NKV * HD), dv = f(N * NKV * HD);
   const fl = 4 * B * NH * T * T * HD * 0.5; // QK^T and PV, causal half
@@ -100,8 +134,8 @@ const h = (n: number) => be.tensor([n], "bf16");
   report({ name: `rope fwd (q)`, ms: time(() => check("rope", ops.tl_rope_forward(p(o), p(q), p(cos), p(sin), B, T, NH, HD, 0, T)), IT(20)), amount: 2 * N * NH * HD * 4, unit: "TB/s", ceiling: bw });
   report({ name: `rope bwd (q)`, ms: time(() => check("ropeb", ops.tl_rope_backward(p(dq), p(o), p(cos), p(sin), B, T, NH, HD, 0, T)), IT(20)), amount: 3 * N * NH * HD * 4, unit: "TB/s", ceiling: bw });
   for (const t of [q, k, v, o, lse, dq, dk, dv, cos, sin]) t.buffer.free();
-}
-{
+});
+section(() => {
   const x = f(N * C), w = f(C), y = f(N * C), r = f(N), dx = f(N * C), dw = f(C);
   report({ name: `rmsnorm fwd ${N}x${C}`, ms: time(() => check("rms", ops.tl_rmsnorm_forward(p(y), p(r), p(x), p(w), N, C, 1e-5)), IT(20)), amount: 2 * N * C * 4, unit: "TB/s", ceiling: bw });
   report({ name: `rmsnorm bwd (dinp pass + dweight pass)`, ms: time(() => check("rmsb", ops.tl_rmsnorm_backward(p(dx), p(dw), p(y), p(x), p(w), p(r), N, C)), IT(20)), amount: 6 * N * C * 4, unit: "TB/s", ceiling: bw });
@@ -110,31 +144,31 @@ const h = (n: number) => be.tensor([n], "bf16");
   report({ name: `embedding fwd`, ms: time(() => check("emb", ops.tl_embedding_forward(p(y), p(tok), p(wte), N, C, V)), IT(20)), amount: 2 * N * C * 4, unit: "TB/s", ceiling: bw });
   report({ name: `embedding bwd (all tokens 0: worst case)`, ms: time(() => check("embb", ops.tl_embedding_backward(p(dwte), p(y), p(tok), N, C, V)), IT(5)), amount: 3 * N * C * 4, unit: "TB/s", ceiling: bw });
   for (const t of [x, w, y, r, dx, dw, tok, wte, dwte]) t.buffer.free();
-}
-{
+});
+section(() => {
   const g = f(N * FF), u = f(N * FF), o = f(N * FF), dg = f(N * FF), du = f(N * FF);
   report({ name: `swiglu fwd ${N}x${FF}`, ms: time(() => check("sw", ops.tl_swiglu_forward(p(o), p(g), p(u), N * FF)), IT(20)), amount: 3 * N * FF * 4, unit: "TB/s", ceiling: bw });
   report({ name: `swiglu bwd`, ms: time(() => check("swb", ops.tl_swiglu_backward(p(dg), p(du), p(o), p(g), p(u), N * FF)), IT(20)), amount: 7 * N * FF * 4, unit: "TB/s", ceiling: bw });
   for (const t of [g, u, o, dg, du]) t.buffer.free();
-}
-{
+});
+section(() => {
   const logits = f(N * V), tgt = be.tensor([N], "i32"), losses = f(N);
   report({ name: `cross-entropy fwd+bwd ${N}x${V} (in place)`, ms: time(() => check("ce", ops.tl_crossentropy_forward_backward(p(losses), p(logits), p(logits), p(tgt), N, V, -100, 1 / N)), IT(10)), amount: 2 * N * V * 4, unit: "TB/s", ceiling: bw });
   logits.buffer.free();
-}
-{
-  const P = 256 * 1024 * 1024;
+});
+section(() => {
+  const P = emu ? 1 << 16 : 256 * 1024 * 1024;
   const prm = f(P), grad = f(P), m = f(P), v = f(P), pb = h(P);
-  report({ name: `adamw 256M params`, ms: time(() => check("adamw", ops.tl_adamw_step(p(prm), p(grad), p(m), p(v), P, 1e-4, 0.9, 0.95, 1e-8, 0.1, 1, 1)), IT(10)), amount: 7 * P * 4, unit: "TB/s", ceiling: bw });
-  report({ name: `adamw bf16 256M params (+bf16 copy)`, ms: time(() => check("adamwb", ops.tl_adamw_step_bf16(p(prm), p(pb), p(grad), p(m), p(v), P, 1e-4, 0.9, 0.95, 1e-8, 0.1, 1, 1)), IT(10)), amount: (7 * 4 + 2) * P, unit: "TB/s", ceiling: bw });
+  report({ name: `adamw ${P / (1 << 20)}M params`, ms: time(() => check("adamw", ops.tl_adamw_step(p(prm), p(grad), p(m), p(v), P, 1e-4, 0.9, 0.95, 1e-8, 0.1, 1, 1)), IT(10)), amount: 7 * P * 4, unit: "TB/s", ceiling: bw });
+  report({ name: `adamw bf16 ${P / (1 << 20)}M params (+bf16 copy)`, ms: time(() => check("adamwb", ops.tl_adamw_step_bf16(p(prm), p(pb), p(grad), p(m), p(v), P, 1e-4, 0.9, 0.95, 1e-8, 0.1, 1, 1)), IT(10)), amount: (7 * 4 + 2) * P, unit: "TB/s", ceiling: bw });
   const out = new Float64Array(1);
-  report({ name: `sumsq 1G floats (incl. the host copy)`, ms: time(() => check("sumsq", ops.tl_sumsq(ptr(out), p(prm), P)), IT(10)), amount: 4 * P, unit: "TB/s", ceiling: bw });
-  report({ name: `cast f32->bf16 256M`, ms: time(() => check("cast", ops.tl_cast_f32_to_bf16(p(pb), p(prm), P)), IT(10)), amount: 6 * P, unit: "TB/s", ceiling: bw });
+  report({ name: `sumsq ${P / (1 << 20)}M floats (incl. the host copy)`, ms: time(() => check("sumsq", ops.tl_sumsq(ptr(out), p(prm), P)), IT(10)), amount: 4 * P, unit: "TB/s", ceiling: bw });
+  report({ name: `cast f32->bf16 ${P / (1 << 20)}M`, ms: time(() => check("cast", ops.tl_cast_f32_to_bf16(p(pb), p(prm), P)), IT(10)), amount: 6 * P, unit: "TB/s", ceiling: bw });
   for (const t of [prm, grad, m, v, pb]) t.buffer.free();
-}
+});
 
 // ---- one TinyLlama layer, forward + backward, fp32, composed from the raw ops (a training-step proxy)
-{
+section(() => {
   const KV = NKV * HD;
   const x = f(N * C), h = f(N * C), r1 = f(N), r2 = f(N), q = f(N * C), k = f(N * KV), v = f(N * KV), att = f(N * C), lse = f(B * NH * T);
   const x2 = f(N * C), h2 = f(N * C), g = f(N * FF), u = f(N * FF), a = f(N * FF), y = f(N * C);
@@ -144,9 +178,24 @@ const h = (n: number) => be.tensor([n], "bf16");
   const dy = f(N * C), dx = f(N * C), dh = f(N * C), dq = f(N * C), dk = f(N * KV), dv = f(N * KV), datt = f(N * C), da = f(N * FF), dg = f(N * FF), du = f(N * FF), dh2 = f(N * C), dqr = f(N * C), dkr = f(N * KV);
   const cos = f(T * HD / 2), sin = f(T * HD / 2);
   check("tables", ops.tl_rope_tables(p(cos), p(sin), T, HD, 10000));
-  const mm = (o: Tensor, i: Tensor, w: Tensor, n: number, ci: number, co: number) => check("mm", ops.tl_matmul_forward(p(o), p(i), p(w), null, n, ci, co));
-  const mmb = (di: Tensor, dw: Tensor, dout: Tensor, i: Tensor, w: Tensor, n: number, ci: number, co: number) =>
+  // On the emulator (no cuBLASLt) the matmuls only check their operands' sizes, so the rest of the layer still runs.
+  const fits = (t: Tensor, n: number) => {
+    if (t.numel !== n) throw new Error(`layer: buffer of ${t.numel} elements where ${n} are needed`);
+  };
+  const mm = (o: Tensor, i: Tensor, w: Tensor, n: number, ci: number, co: number) => {
+    if (emu) {
+      fits(o, n * co), fits(i, n * ci), fits(w, co * ci);
+      return;
+    }
+    check("mm", ops.tl_matmul_forward(p(o), p(i), p(w), null, n, ci, co));
+  };
+  const mmb = (di: Tensor, dw: Tensor, dout: Tensor, i: Tensor, w: Tensor, n: number, ci: number, co: number) => {
+    if (emu) {
+      fits(di, n * ci), fits(dw, co * ci), fits(dout, n * co), fits(i, n * ci), fits(w, co * ci);
+      return;
+    }
     check("mmb", ops.tl_matmul_backward(p(di), p(dw), null, p(dout), p(i), p(w), n, ci, co));
+  };
   const layer = () => {
     // forward (q, k roped in place: fine for timing)
     check("rms", ops.tl_rmsnorm_forward(p(h), p(r1), p(x), p(wn1), N, C, 1e-5));
@@ -182,7 +231,7 @@ const h = (n: number) => be.tensor([n], "bf16");
   const head = 3 * 2 * N * C * V; // LM head fwd + bwd, at the fp32 matmul ceiling
   const stepMs = 22 * ms + (head / (peak32 * 1e12)) * 1e3;
   console.log(`  -> 22 layers + LM head (at the fp32 matmul ceiling): ~${stepMs.toFixed(0)} ms per ${N}-token step, ~${((N / stepMs) * 1e3).toFixed(0)} tokens/s fp32`);
-}
+});
 
 console.log("");
 if (existsSync("packages/model/src/index.ts"))
