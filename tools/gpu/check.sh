@@ -2,7 +2,7 @@
 # The GPU check, for a machine with an NVIDIA GPU but no network and no Bun (see README.md):
 #   1. unpacks Bun and the node_modules subset from the carried .device/ (tools/gpu/pack.sh)
 #   2. builds the CPU and CUDA libraries there (or uses .device/prebuilt when it cannot)
-#   3. runs test/cuda (CUDA vs CPU parity of every op; TINYLLAMA_CUDA_SYNC=1 so a fault names its op)
+#   3. runs test/cuda/{abi,parity} (CUDA vs CPU parity of every op; TINYLLAMA_CUDA_SYNC=1 so a fault names its op)
 #   4. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings)
 # Budget: under 5 minutes. Usage: tools/gpu/check.sh [--prebuilt] [--no-bench] [--quick-bench]
 set -uo pipefail
@@ -69,9 +69,10 @@ if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
 fi
 timeout 240 "$BUN" tools/build-kernels.ts --cuda || { echo "check.sh: build failed" >&2; exit 1; }
 
-phase "tests (test/cuda)"
+phase "tests (test/cuda: abi + parity)"
 TESTS_RC=0
-TINYLLAMA_CUDA_SYNC=1 timeout 240 "$BUN" test --timeout 120000 test/cuda || TESTS_RC=$?
+# not emu.test.ts: the CPU emulator has nothing to add where the real GPU is
+TINYLLAMA_CUDA_SYNC=1 timeout 240 "$BUN" test --timeout 120000 test/cuda/abi.test.ts test/cuda/parity.test.ts || TESTS_RC=$?
 
 if [ "$BENCH" = 1 ]; then
   phase "benchmark"
