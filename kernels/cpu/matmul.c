@@ -70,6 +70,49 @@ static float *pack_buffer(size_t floats) {
   return pack_buf;
 }
 
+#if defined(__AVX512F__)
+/* In-register transpose: on return r[j] holds what was column j of the 16 rows r[0..15]. */
+static inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int a = 0; a < 8; a++) { /* lane L: (r2a[4L], r2a+1[4L], r2a[4L+1], r2a+1[4L+1]) and the hi pair */
+    t[2 * a] = _mm512_unpacklo_ps(r[2 * a], r[2 * a + 1]);
+    t[2 * a + 1] = _mm512_unpackhi_ps(r[2 * a], r[2 * a + 1]);
+  }
+  for (int b = 0; b < 4; b++) { /* u[4b+c] lane L = column 4L+c of rows 4b..4b+3 */
+    const __m512d t0 = _mm512_castps_pd(t[4 * b]), t1 = _mm512_castps_pd(t[4 * b + 1]);
+    const __m512d t2 = _mm512_castps_pd(t[4 * b + 2]), t3 = _mm512_castps_pd(t[4 * b + 3]);
+    r[4 * b] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+    r[4 * b + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+    r[4 * b + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+    r[4 * b + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+  }
+  for (int c = 0; c < 4; c++) { /* 4x4 transpose of the 128-bit lanes */
+    const __m512 v0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), v3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    t[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+    t[4 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
+    t[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+    t[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
+  }
+  for (int j = 0; j < 16; j++) r[j] = t[j];
+}
+
+/* dst[k*ds + i] = src[i*ld + k] for i < lanes (rows >= valid read as 0), k < kc: packs up to 16
+ * k-contiguous rows 16 k at a time through registers instead of one scalar per float. */
+static void pack_rows_T(const float *restrict src, int64_t ld, int valid, int lanes, int kc, float *restrict dst, int ds) {
+  const __mmask16 sm = mk_mask16(lanes);
+  for (int k = 0; k < kc; k += 16) {
+    const int kb = kc - k < 16 ? kc - k : 16;
+    const __mmask16 lm = mk_mask16(kb);
+    __m512 r[16];
+    for (int i = 0; i < 16; i++) r[i] = i < valid ? _mm512_maskz_loadu_ps(lm, src + (int64_t)i * ld + k) : _mm512_setzero_ps();
+    transpose16(r);
+    for (int q = 0; q < kb; q++) _mm512_mask_storeu_ps(dst + (int64_t)(k + q) * ds, sm, r[q]);
+  }
+}
+#define TL_PACK_T 1
+#endif
+
 /* Ap: mc rows of A (from row i0, depth k0..k0+kc) as ceil(mc/MR) slivers of (kc, MR), zero-padded. */
 static void pack_A(const gemm_t *g, int i0, int mc, int k0, int kc, float *restrict Ap) {
   for (int ir = 0; ir < mc; ir += MR, Ap += (int64_t)kc * MR) {
@@ -82,7 +125,13 @@ static void pack_A(const gemm_t *g, int i0, int mc, int k0, int kc, float *restr
         for (int i = 0; i < mr; i++) d[i] = s[i];
         for (int i = mr; i < MR; i++) d[i] = 0.0f;
       }
-    } else { /* row-major A: read each row along k */
+    } else { /* row-major A (forward: inp, dinp: dout): each row is contiguous along k */
+#ifdef TL_PACK_T
+      if (g->csA == 1 && MR <= 16) {
+        pack_rows_T(src, g->rsA, mr, MR, kc, Ap, MR);
+        continue;
+      }
+#endif
       for (int i = 0; i < mr; i++) {
         const float *s = src + (int64_t)i * g->rsA;
         for (int k = 0; k < kc; k++) Ap[k * MR + i] = s[(int64_t)k * g->csA];
@@ -105,23 +154,22 @@ static void pack_B(const gemm_t *g, int j0, int nc, int k0, int kc, float *restr
         for (int j = 0; j < nr; j++) d[j] = s[j];
         for (int j = nr; j < NR; j++) d[j] = 0.0f;
       }
-    } else { /* forward: B(k,j) = weight[j,k]; read each weight row along k */
-      if (nr == NR && g->rsB == 1) {
-        for (int k0b = 0; k0b < kc; k0b += 16) { /* 16 k at a time keeps the NR row streams short */
-          const int kb = kc - k0b < 16 ? kc - k0b : 16;
-          for (int j = 0; j < NR; j++) {
-            const float *s = src + (int64_t)j * g->csB + k0b;
-            for (int k = 0; k < kb; k++) Bp[(k0b + k) * NR + j] = s[k];
-          }
+    } else { /* forward: B(k,j) = weight[j,k]; each weight row is contiguous along k */
+#ifdef TL_PACK_T
+      if (g->rsB == 1 && NR % 16 == 0) {
+        for (int h = 0; h < NR; h += 16) {
+          const int valid = nr - h < 0 ? 0 : nr - h > 16 ? 16 : nr - h;
+          pack_rows_T(src + (int64_t)h * g->csB, g->csB, valid, 16, kc, Bp + h, NR);
         }
-      } else {
-        for (int j = 0; j < nr; j++) {
-          const float *s = src + (int64_t)j * g->csB;
-          for (int k = 0; k < kc; k++) Bp[k * NR + j] = s[(int64_t)k * g->rsB];
-        }
-        for (int j = nr; j < NR; j++)
-          for (int k = 0; k < kc; k++) Bp[k * NR + j] = 0.0f;
+        continue;
       }
+#endif
+      for (int j = 0; j < nr; j++) {
+        const float *s = src + (int64_t)j * g->csB;
+        for (int k = 0; k < kc; k++) Bp[k * NR + j] = s[(int64_t)k * g->rsB];
+      }
+      for (int j = nr; j < NR; j++)
+        for (int k = 0; k < kc; k++) Bp[k * NR + j] = 0.0f;
     }
   }
 }
