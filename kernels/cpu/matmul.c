@@ -31,7 +31,12 @@
 /* KC: depth of a packed slice (kc x NR floats of B = 32 KiB in L1 for AVX-512).
  * MC: rows of A per packed block (MC x KC floats = 168 KiB, in L2).
  * NC: columns of B per packed block (KC x NC floats = 4 MiB, L2/L3). */
-enum { KC = 256, MC = MR * 12, NC = NR * 128 };
+#ifndef TL_MM_KC /* overridable with -D only to retune on another CPU */
+#define TL_MM_KC 256
+#define TL_MM_MC (MR * 12)
+#define TL_MM_NC (NR * 128)
+#endif
+enum { KC = TL_MM_KC, MC = TL_MM_MC, NC = TL_MM_NC };
 
 #ifdef _OPENMP
 static int thread_count(void) { return omp_get_max_threads(); }

@@ -35,11 +35,11 @@ export function setCEnv(name: string, value: string): boolean {
  * with more runnable jobs than cores, libgomp's default (spin ~300k iterations before sleeping) lets
  * a thread that waits at a barrier burn the time slice its partner needs on the same core, and a
  * 0.5 ms matmul took 16-24 ms (scheduler ticks); passive waiting took 0.6-0.8 ms in the same minutes.
- * Call before getBackend().
+ * `OMP_WAIT_POLICY= bun run bench` (empty) keeps libgomp's default. Call before getBackend().
  */
 export function benchWaitPolicy(): string {
   const given = process.env.OMP_WAIT_POLICY;
-  if (given) return `${given} (from OMP_WAIT_POLICY)`;
+  if (given !== undefined) return given ? `${given} (from OMP_WAIT_POLICY)` : "libgomp default (OMP_WAIT_POLICY is empty)";
   return setCEnv("OMP_WAIT_POLICY", "passive") ? "passive (set by the benchmark; OMP_WAIT_POLICY overrides)" : "libgomp default";
 }
 
