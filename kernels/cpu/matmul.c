@@ -41,9 +41,11 @@ enum { KC = TL_MM_KC, MC = TL_MM_MC, NC = TL_MM_NC };
 #ifdef _OPENMP
 static int thread_count(void) { return omp_get_max_threads(); }
 static int thread_id(void) { return omp_get_thread_num(); }
+static int team_size(void) { return omp_get_num_threads(); }
 #else
 static int thread_count(void) { return 1; }
 static int thread_id(void) { return 0; }
+static int team_size(void) { return 1; }
 #endif
 
 typedef struct {
@@ -240,16 +242,19 @@ static int gemm(const char *op, const gemm_t *g) {
   int failed = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1) reduction(| : failed)
   {
-    const int t = thread_id();
     float *buf = pack_buffer(need);
     if (!buf) {
       failed = 1;
-    } else if (t < tm * tn) {
-      const int ti = t / tn, tj = t % tn;
-      const int m0 = (int)((int64_t)mt * ti / tm) * MR, m1i = (int)((int64_t)mt * (ti + 1) / tm) * MR;
-      const int n0 = (int)((int64_t)ntl * tj / tn) * NR, n1i = (int)((int64_t)ntl * (tj + 1) / tn) * NR;
-      const int m1 = m1i < g->M ? m1i : g->M, n1 = n1i < g->N ? n1i : g->N;
-      if (m0 < m1 && n0 < n1) gemm_block(g, m0, m1, n0, n1, buf);
+    } else {
+      /* Normally block t is thread t's; a smaller team than asked for (a nested call, a thread
+       * limit) takes several blocks each. A block's result does not depend on which thread runs it. */
+      for (int b = thread_id(); b < tm * tn; b += team_size()) {
+        const int ti = b / tn, tj = b % tn;
+        const int m0 = (int)((int64_t)mt * ti / tm) * MR, m1i = (int)((int64_t)mt * (ti + 1) / tm) * MR;
+        const int n0 = (int)((int64_t)ntl * tj / tn) * NR, n1i = (int)((int64_t)ntl * (tj + 1) / tn) * NR;
+        const int m1 = m1i < g->M ? m1i : g->M, n1 = n1i < g->N ? n1i : g->N;
+        if (m0 < m1 && n0 < n1) gemm_block(g, m0, m1, n0, n1, buf);
+      }
     }
   }
   /* A thread whose buffer allocation failed computed nothing; the caller's C is partially written. */
@@ -285,6 +290,7 @@ static inline float dot(const float *restrict x, const float *restrict w, int C)
 /* out (OC) = weight (OC,C) @ inp (C) + bias: each weight row is read once. */
 static void gemv_forward(float *out, const float *inp, const float *weight, const float *bias, int C, int OC) {
   const int nt = (double)C * OC < 32768.0 ? 1 : thread_count();
+  (void)nt; /* unused without OpenMP */
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int o = 0; o < OC; o++) out[o] = dot(inp, weight + (int64_t)o * C, C) + (bias ? bias[o] : 0.0f);
 }
@@ -295,6 +301,7 @@ static void gemv_backward_dinp(float *dinp, const float *dout, const float *weig
   enum { S = 256 };
   const int strips = ceil_div(C, S);
   const int nt = (double)C * OC < 32768.0 ? 1 : thread_count();
+  (void)nt;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int s = 0; s < strips; s++) {
     const int c0 = s * S, cn = C - c0 < S ? C - c0 : S;
@@ -315,6 +322,7 @@ static void colsum(float *dbias, const float *dout, int N, int OC) {
   enum { S = 256 };
   const int strips = ceil_div(OC, S);
   const int nt = (double)N * OC < 65536.0 ? 1 : thread_count();
+  (void)nt;
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int s = 0; s < strips; s++) {
     const int o0 = s * S, on = OC - o0 < S ? OC - o0 : S;
