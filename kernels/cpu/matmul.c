@@ -16,8 +16,8 @@
  * Threads: C is cut into a tm x tn grid of disjoint blocks on MR/NR tile boundaries, one per thread;
  * each thread packs what its block needs into its own buffers. The few percent of duplicated packing
  * buys no barriers, no shared state and no atomics, and every element of C is computed by exactly one
- * thread in a fixed k order: results are identical for any thread count (except the N == 1 paths,
- * which are also deterministic).
+ * thread in a fixed k order: results are identical for any thread count (the N == 1 paths too:
+ * their per-element order does not depend on the split either).
  *
  * N == 1 (decode) is matrix-vector, memory bound: the weights are streamed once, OC split across
  * threads, no packing.
@@ -287,10 +287,52 @@ static inline float dot(const float *restrict x, const float *restrict w, int C)
 #endif
 }
 
+#if defined(__AVX512F__)
+/* out[r] = dot(x, w + r*ld) for 4 rows: one load of x serves 4 rows, 8 independent FMA chains. Each
+ * row's arithmetic is the same whichever group it is in, so callers may repeat a row to fill a group. */
+static inline void dot4(const float *restrict x, const float *w0, const float *w1, const float *w2, const float *w3,
+                        int C, float out[4]) {
+  const float *w[4] = {w0, w1, w2, w3};
+  __m512 a[4][2];
+  for (int r = 0; r < 4; r++) a[r][0] = a[r][1] = _mm512_setzero_ps();
+  int c = 0;
+  for (; c + 32 <= C; c += 32) {
+    const __m512 x0 = _mm512_loadu_ps(x + c), x1 = _mm512_loadu_ps(x + c + 16);
+    for (int r = 0; r < 4; r++) {
+      a[r][0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w[r] + c), a[r][0]);
+      a[r][1] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w[r] + c + 16), a[r][1]);
+    }
+  }
+  for (; c < C; c += 16) {
+    const __mmask16 m = mk_mask16(C - c);
+    const __m512 x0 = _mm512_maskz_loadu_ps(m, x + c);
+    for (int r = 0; r < 4; r++) a[r][0] = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(m, w[r] + c), a[r][0]);
+  }
+  for (int r = 0; r < 4; r++) out[r] = _mm512_reduce_add_ps(_mm512_add_ps(a[r][0], a[r][1]));
+}
+#endif
+
 /* out (OC) = weight (OC,C) @ inp (C) + bias: each weight row is read once. */
 static void gemv_forward(float *out, const float *inp, const float *weight, const float *bias, int C, int OC) {
   const int nt = (double)C * OC < 32768.0 ? 1 : thread_count();
   (void)nt; /* unused without OpenMP */
+#if defined(__AVX512F__)
+  /* Groups of 4 rows by absolute index, so the grouping (and every bit) is independent of threads.
+   * Measured here: +20% at C = 2048 (1.1B), but -20% at C = 288 (15M), where rows are short. */
+  if (C >= 1024) {
+    const int groups = ceil_div(OC, 4);
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    for (int gi = 0; gi < groups; gi++) {
+      const int o = gi * 4, n = OC - o < 4 ? OC - o : 4;
+      const float *w[4];
+      for (int r = 0; r < 4; r++) w[r] = weight + (int64_t)(o + (r < n ? r : n - 1)) * C;
+      float d[4];
+      dot4(inp, w[0], w[1], w[2], w[3], C, d);
+      for (int r = 0; r < n; r++) out[o + r] = d[r] + (bias ? bias[o + r] : 0.0f);
+    }
+    return;
+  }
+#endif
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int o = 0; o < OC; o++) out[o] = dot(inp, weight + (int64_t)o * C, C) + (bias ? bias[o] : 0.0f);
 }
