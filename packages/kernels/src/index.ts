@@ -7,3 +7,8 @@ export { buildCpuLibrary, findCCompiler, kernelsDir, type CpuBuildOptions } from
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
+export { embeddingForward, embeddingBackward, checkTokenIds } from "./ops/embedding.ts";
+export { rmsnormForward, rmsnormBackward } from "./ops/rmsnorm.ts";
+export { swigluForward, swigluBackward } from "./ops/swiglu.ts";
+export { add, accumulate, scale } from "./ops/elementwise.ts";
+export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
