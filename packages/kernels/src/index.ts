@@ -12,3 +12,5 @@ export { rmsnormForward, rmsnormBackward } from "./ops/rmsnorm.ts";
 export { swigluForward, swigluBackward } from "./ops/swiglu.ts";
 export { add, accumulate, scale } from "./ops/elementwise.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
+export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
+export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";

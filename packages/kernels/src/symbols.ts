@@ -40,6 +40,13 @@ export const symbols = {
   tl_scale: { args: [ptr, f32, i64], returns: i32 },
   // cross-entropy
   tl_crossentropy_forward_backward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, f32], returns: i32 },
+  // rope
+  tl_rope_tables: { args: [ptr, ptr, i32, i32, f32], returns: i32 },
+  tl_rope_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
+  tl_rope_backward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
+  // attention
+  tl_attention_forward: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
+  tl_attention_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
 } as const;
 
 export type KernelSymbols = typeof symbols;
