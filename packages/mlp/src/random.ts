@@ -25,7 +25,7 @@ export function deriveSeed(seed: number, stream: number): number {
 }
 
 /** n samples of normal(0, std) from `seed`, into `out` if given. */
-export function gaussian(n: number, std: number, seed: number, out = new Float32Array(n)): Float32Array {
+export function gaussian(n: number, std: number, seed: number, out: Float32Array = new Float32Array(n)): Float32Array {
   const rng = mulberry32(seed);
   for (let i = 0; i < n; i += 2) {
     const u = 1 - rng(); // (0, 1]: log is finite

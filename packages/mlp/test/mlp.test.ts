@@ -31,7 +31,7 @@ describe("MlpBlock", () => {
     } finally {
       mlp.free();
     }
-  });
+  }, 120_000);
 
   test("create() draws TinyLlama's initialisation, deterministically from the seed", () => {
     const be = getBackend();
@@ -50,7 +50,7 @@ describe("MlpBlock", () => {
     } finally {
       a.free(), b.free(), c.free();
     }
-  });
+  }, 120_000);
 
   test("gaussian() is a standard normal (mean, variance, tails)", () => {
     const x = gaussian(200_001, 1, 42);
@@ -61,7 +61,7 @@ describe("MlpBlock", () => {
     expect(Math.abs(m)).toBeLessThan(0.01);
     expect(Math.abs(v - 1)).toBeLessThan(0.01);
     expect(Math.abs(tail / x.length - 0.0027)).toBeLessThan(0.0006);
-  });
+  }, 120_000);
 
   test("misuse is a clear Error", () => {
     const be = getBackend();
@@ -85,5 +85,5 @@ describe("MlpBlock", () => {
     } finally {
       mlp.free();
     }
-  });
+  }, 120_000);
 });

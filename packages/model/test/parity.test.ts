@@ -50,7 +50,7 @@ describe("Model matches the PyTorch reference (tools/reference/model_fixtures.py
       } finally {
         model.free();
       }
-    });
+    }, 120_000);
   }
 
   test("chunked logits (5 rows at a time) give the same loss and gradients", () => {
@@ -66,7 +66,7 @@ describe("Model matches the PyTorch reference (tools/reference/model_fixtures.py
     } finally {
       model.free();
     }
-  });
+  }, 120_000);
 
   test("an inference model (training: false) gives loss and logits together", () => {
     const { fx, model } = loaded("gqa", { training: false });
@@ -79,5 +79,5 @@ describe("Model matches the PyTorch reference (tools/reference/model_fixtures.py
     } finally {
       model.free();
     }
-  });
+  }, 120_000);
 });
