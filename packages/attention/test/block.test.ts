@@ -1,8 +1,11 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { resolve } from "node:path";
 import { AttentionBlock, createRope, freeRope, PARAM_NAMES, type AttentionConfig } from "@tinyllama/attention";
 import { Arena, getBackend, ShapeError, type TensorSpec } from "@tinyllama/kernels";
 import { mulberry32, randn, readSafetensors, relErr, type FixtureTensor } from "@tinyllama/testing";
+
+// The first test may compile the kernel library: far beyond bun's 5 s default on a busy machine.
+setDefaultTimeout(300_000);
 
 const FIXTURES = resolve(import.meta.dir, "../../../test/fixtures");
 

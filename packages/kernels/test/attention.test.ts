@@ -1,6 +1,9 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { attentionBackward, attentionForward, getBackend, openBackend, ShapeError, type Backend } from "@tinyllama/kernels";
 import { dot, finiteDiff, mulberry32, randn, relErr } from "@tinyllama/testing";
+
+// The first test compiles the kernel library (twice with the portable build): far beyond bun's 5 s default on a busy machine.
+setDefaultTimeout(300_000);
 
 type Dims = [B: number, T: number, NH: number, NKV: number, HD: number];
 
@@ -133,6 +136,19 @@ describe("attention", () => {
   });
   test("the portable (non-AVX-512) build is also correct", () => {
     checkAgainstReference(openBackend({ device: "cpu", arch: "x86-64" }), SHAPES, 100);
+  });
+  test("both backward schedules (fused per kv head, split by blocks) at 1, 3 and 4 threads", () => {
+    // B*NKV = 1 or 2: one thread runs the fused schedule, 3 and 4 threads the split one.
+    const be = getBackend();
+    const saved = be.threads;
+    try {
+      for (const threads of [1, 3, 4]) {
+        be.threads = threads;
+        checkAgainstReference(be, [[1, 130, 4, 1, 16], [2, 70, 6, 1, 48], [1, 200, 6, 2, 20]], 50 + threads);
+      }
+    } finally {
+      be.threads = saved;
+    }
   });
   test("causal: changing a future token leaves earlier outputs bit-identical", () => {
     const be = getBackend();

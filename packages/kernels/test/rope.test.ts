@@ -1,6 +1,9 @@
-import { describe, expect, test } from "bun:test";
+import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import { getBackend, openBackend, ropeBackward, ropeForward, ropeTables, ShapeError, type Backend } from "@tinyllama/kernels";
 import { dot, finiteDiff, mulberry32, randn, relErr } from "@tinyllama/testing";
+
+// The first test compiles the kernel library (twice with the portable build): far beyond bun's 5 s default on a busy machine.
+setDefaultTimeout(300_000);
 
 /** The tables exactly as Hugging Face builds them in fp32 (each rounding where PyTorch rounds). */
 function tablesRef(maxT: number, HD: number, theta: number): { cos: Float32Array; sin: Float32Array } {
