@@ -1,0 +1,107 @@
+/**
+ * PyTorch CPU eager as a benchmark peer: one long-lived `python3 tools/bench/step_torch.py --serve`
+ * child (same thread count as ours), asked for short blocks of timed calls that a bench interleaves
+ * with its own, so load from the rest of the machine falls on both sides alike.
+ */
+import { join, resolve } from "node:path";
+import { median } from "./harness.ts";
+
+export interface TorchPeer {
+  /** torch.__version__ */
+  version: string;
+  /** Runs `reps` timed calls of a component (see step_torch.py) and returns their seconds. */
+  time(component: string, args: Record<string, number | string>, reps: number): Promise<number[]>;
+  close(): void;
+}
+
+const SCRIPT = resolve(import.meta.dir, "step_torch.py");
+
+/** Starts the peer, or returns null with the reason printed (no python3 / no torch). */
+export async function startTorchPeer(threads: number): Promise<TorchPeer | null> {
+  const python = process.env.PYTHON ?? "/usr/bin/python3";
+  if (!Bun.which(python)) {
+    console.log(`peer: PyTorch unavailable (${python} not found); ours only`);
+    return null;
+  }
+  const proc = Bun.spawn([python, SCRIPT, "--serve", "--threads", String(threads)], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+    cwd: join(import.meta.dir, "../.."),
+  });
+  const reader = proc.stdout.getReader();
+  const decoder = new TextDecoder();
+  let buf = "";
+  const nextLine = async (): Promise<string | null> => {
+    for (;;) {
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        return line;
+      }
+      const { done, value } = await reader.read();
+      if (done) return null;
+      buf += decoder.decode(value, { stream: true });
+    }
+  };
+  const hello = await nextLine();
+  if (!hello) {
+    console.log("peer: PyTorch unavailable (python3 tools/bench/step_torch.py failed to start; is python3-torch installed?); ours only");
+    return null;
+  }
+  const { torch: version } = JSON.parse(hello) as { torch: string };
+  return {
+    version,
+    async time(component, args, reps) {
+      proc.stdin.write(JSON.stringify({ component, args, reps }) + "\n");
+      proc.stdin.flush();
+      const line = await nextLine();
+      if (!line) throw new Error(`PyTorch peer exited during '${component}'`);
+      return (JSON.parse(line) as { seconds: number[] }).seconds;
+    },
+    close() {
+      proc.stdin.end();
+      proc.kill();
+    },
+  };
+}
+
+export interface PairTiming {
+  ours: number;
+  peer: number | null;
+  oursSamples: number[];
+  peerSamples: number[];
+}
+
+/**
+ * Alternates blocks of `reps` calls (ours, peer, peer, ours, ...) for `rounds` rounds after one
+ * untimed warm-up call each, and returns the median seconds per call of both.
+ */
+export async function interleavedWithPeer(
+  ours: () => void,
+  peer: TorchPeer | null,
+  component: string,
+  args: Record<string, number | string>,
+  opts: { rounds?: number; reps?: number } = {},
+): Promise<PairTiming> {
+  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? 5);
+  const reps = opts.reps ?? 3;
+  ours();
+  if (peer) await peer.time(component, args, 1);
+  const oursSamples: number[] = [], peerSamples: number[] = [];
+  const runOurs = () => {
+    for (let i = 0; i < reps; i++) {
+      const t0 = Bun.nanoseconds();
+      ours();
+      oursSamples.push((Bun.nanoseconds() - t0) * 1e-9);
+    }
+  };
+  for (let r = 0; r < rounds; r++) {
+    if (r % 2 === 0) runOurs();
+    if (peer) peerSamples.push(...(await peer.time(component, args, reps)));
+    if (r % 2 === 1) runOurs();
+  }
+  return { ours: median(oursSamples), peer: peer ? median(peerSamples) : null, oursSamples, peerSamples };
+}
