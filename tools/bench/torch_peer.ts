@@ -76,8 +76,11 @@ export interface PairTiming {
 }
 
 /**
- * Alternates blocks of `reps` calls (ours, peer, peer, ours, ...) for `rounds` rounds after one
- * untimed warm-up call each, and returns the median seconds per call of both.
+ * Alternates blocks of `reps` calls (ours, peer, peer, ours, ...) for `rounds` rounds and returns the
+ * median seconds per call of both. Every block starts with one untimed call that absorbs the
+ * hand-over, and each candidate's block is followed by a pause so its idle thread pools stop
+ * spinning before the other runs (OpenBLAS's pthreads spin ~0.1 s after a call; without the pause a
+ * 0.2 ms kernel of ours measured 50 ms right after a PyTorch block).
  */
 export async function interleavedWithPeer(
   ours: () => void,
@@ -88,19 +91,28 @@ export async function interleavedWithPeer(
 ): Promise<PairTiming> {
   const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? 5);
   const reps = opts.reps ?? 3;
+  const settle = { ours: 5, peer: 200 };
   ours();
   if (peer) await peer.time(component, args, 1);
+  Bun.sleepSync(settle.peer);
   const oursSamples: number[] = [], peerSamples: number[] = [];
+  const runPeer = async (p: TorchPeer) => {
+    await p.time(component, args, 1); // untimed hand-over call
+    peerSamples.push(...(await p.time(component, args, reps)));
+    Bun.sleepSync(settle.peer);
+  };
   const runOurs = () => {
+    ours(); // untimed hand-over call
     for (let i = 0; i < reps; i++) {
       const t0 = Bun.nanoseconds();
       ours();
       oursSamples.push((Bun.nanoseconds() - t0) * 1e-9);
     }
+    Bun.sleepSync(settle.ours);
   };
   for (let r = 0; r < rounds; r++) {
     if (r % 2 === 0) runOurs();
-    if (peer) peerSamples.push(...(await peer.time(component, args, reps)));
+    if (peer) await runPeer(peer);
     if (r % 2 === 1) runOurs();
   }
   return { ours: median(oursSamples), peer: peer ? median(peerSamples) : null, oursSamples, peerSamples };

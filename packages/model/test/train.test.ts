@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { getPreset } from "@tinyllama/config";
 import { ShapeError, getBackend } from "@tinyllama/kernels";
-import { Model } from "@tinyllama/model";
+import { Model, parameterSpecs } from "@tinyllama/model";
 import { mulberry32 } from "@tinyllama/testing";
 
 function batch(n: number, V: number, seed: number): Int32Array {
@@ -84,6 +84,26 @@ describe("Model training", () => {
       }
     } finally {
       a.free(), b.free();
+    }
+  }, 120_000);
+
+  test("the 1.1B layout has TinyLlama's 1,100,048,384 parameters in HF order (no allocation)", () => {
+    const specs = parameterSpecs(getPreset("tinyllama-1.1b"));
+    expect(specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0)).toBe(1_100_048_384);
+    expect(specs.slice(0, 3).map((s) => s.name)).toEqual(["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight"]);
+    expect(specs.slice(-2).map((s) => s.name)).toEqual(["model.norm.weight", "lm_head.weight"]);
+  }, 120_000);
+
+  test("a batch whose targets are all ignored has loss 0 and zero gradients", () => {
+    const cfg = getPreset("micro");
+    const m = Model.create(cfg, { B: 1, T: 6 });
+    try {
+      expect(m.forward(batch(6, cfg.vocabSize, 1), new Int32Array(6).fill(-100))).toBe(0);
+      expect(m.counted).toBe(0);
+      m.backward();
+      expect(m.grads!.flat().read().every((v) => v === 0)).toBe(true);
+    } finally {
+      m.free();
     }
   }, 120_000);
 
