@@ -82,6 +82,19 @@ describe("crossentropy", () => {
     }, 300_000);
   }
 
+  test("a NaN logit makes that row's loss and gradient NaN (divergence must not be hidden)", () => {
+    for (const be of [getBackend(), openBackend({ device: "cpu", arch: "x86-64" })]) {
+      const V = 37, x = randn(2 * V, mulberry32(5));
+      x[V + 20] = Number.NaN; // row 1, a non-target class, in the vector body
+      const losses = be.tensor([2]), dl = be.tensor([2, V]);
+      crossEntropy(losses, dl, be.fromArray(x, [2, V]), be.fromArray(Int32Array.from([3, 4])));
+      const l = losses.read(), d = dl.read();
+      expect(Number.isFinite(l[0]!)).toBe(true);
+      expect(Number.isNaN(l[1]!)).toBe(true);
+      expect(Number.isNaN(d[V + 4]!)).toBe(true);
+    }
+  }, 300_000);
+
   test("bit-identical for 1 and 2 threads", () => {
     const be = getBackend();
     const before = be.threads;

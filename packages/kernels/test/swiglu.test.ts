@@ -68,6 +68,17 @@ describe("swiglu", () => {
     }, 300_000);
   }
 
+  test("NaN gates propagate to out and both gradients", () => {
+    for (const be of [getBackend(), openBackend({ device: "cpu", arch: "x86-64" })]) {
+      const g = randn(40, mulberry32(8));
+      g[5] = Number.NaN; // vector body
+      g[39] = Number.NaN; // scalar tail
+      const got = run(be, g, randn(40, mulberry32(9)), randn(40, mulberry32(10)), 0);
+      for (const i of [5, 39]) for (const a of [got.out, got.dg, got.du]) expect(Number.isNaN(a[i]!)).toBe(true);
+      expect(Number.isFinite(got.out[6]!)).toBe(true);
+    }
+  }, 300_000);
+
   test("omitting one gradient leaves it alone; misuse throws", () => {
     const be = getBackend();
     const g = be.fromArray(randn(20, mulberry32(1))), u = be.fromArray(randn(20, mulberry32(2)));
