@@ -244,9 +244,9 @@ export class Model {
     const gradScale = count > 0 ? 1 / count : 0;
     const withGrad = this.training;
     const losses = a.get("losses"), tgt1 = tgtT.view([N]);
-    const dlnf = a.get("scratch.dln").view([N, C]);
     const stage = withGrad && chunked ? a.get("scratch.dlm_head") : null;
-    if (stage) {
+    const dlnf = stage ? a.get("scratch.dln").view([N, C]) : null;
+    if (stage && dlnf) {
       be.zero(dlnf);
       be.zero(stage);
     }
@@ -256,7 +256,7 @@ export class Model {
       matmulForward(lg, x, W);
       // dlogits overwrite the logits in place: the (N, V) gradient never needs its own buffer
       crossEntropy(losses.rows(r0, rows), withGrad ? lg : null, lg, tgt1.rows(r0, rows), { ignoreIndex: IGNORE_INDEX, gradScale });
-      if (stage) matmulBackward({ dinp: dlnf.rows(r0, rows), dweight: stage }, lg, x, W);
+      if (stage && dlnf) matmulBackward({ dinp: dlnf.rows(r0, rows), dweight: stage }, lg, x, W);
     }
     // Sum in float64 in row order: deterministic and free of fp32 drift over long batches.
     const l = be.kind === "cpu" ? losses.data() : losses.read();

@@ -66,6 +66,14 @@ describe("Model matches the PyTorch reference (tools/reference/model_fixtures.py
     } finally {
       model.free();
     }
+    const infer = loaded("ragged", { logitsChunk: 4, training: false }).model;
+    try {
+      const loss = infer.forward(load("ragged").get("tokens").data as Int32Array, load("ragged").get("targets").data as Int32Array);
+      expect(Math.abs(loss - load("ragged").get("loss").data[0]!) / loss).toBeLessThan(1e-5);
+      expect(infer.acts.has("scratch.dres")).toBe(false); // inference models carry no backward scratch
+    } finally {
+      infer.free();
+    }
   }, 120_000);
 
   test("an inference model (training: false) gives loss and logits together", () => {
