@@ -7,7 +7,8 @@ the plain Llama of tools/reference/llama.py. Two ways to run it:
   /usr/bin/python3 tools/bench/step_torch.py --serve --threads 2           # driven by a bench
 
 --serve reads requests from stdin, one JSON object a line ({"component": "step", "reps": 3,
-"args": {...}}), and answers each with one JSON line {"seconds": [per-call times]}. The TypeScript
+"args": {...}}), and answers each with one JSON line {"seconds": [wall time per call], "cpu_seconds": [process CPU time
+per call]}. The TypeScript
 bench keeps this process alive and alternates short blocks of ours and of PyTorch, so load from
 other users of the machine lands on both sides alike.
 
@@ -88,12 +89,14 @@ MAKERS = {"step": make_step, "mlp": make_mlp, "rmsnorm": make_rmsnorm, "crossent
 
 
 def timed(run, reps):
-    out = []
+    """Wall seconds and process CPU seconds (all threads) of each call."""
+    wall, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         run()
-        out.append(time.perf_counter() - t0)
-    return out
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return wall, cpu
 
 
 def serve():
@@ -106,8 +109,8 @@ def serve():
         key = json.dumps([req["component"], req.get("args", {})], sort_keys=True)
         if key not in cache:
             cache[key] = MAKERS[req["component"]](**req.get("args", {}))
-        secs = timed(cache[key], int(req.get("reps", 1)))
-        print(json.dumps({"seconds": secs}), flush=True)
+        wall, cpu = timed(cache[key], int(req.get("reps", 1)))
+        print(json.dumps({"seconds": wall, "cpu_seconds": cpu}), flush=True)
 
 
 if __name__ == "__main__":
@@ -124,5 +127,5 @@ if __name__ == "__main__":
     else:
         run = MAKERS[a.component]()
         run()  # warm-up
-        secs = timed(run, a.reps)
-        print(json.dumps({"component": a.component, "median_s": sorted(secs)[len(secs) // 2], "seconds": secs}))
+        secs, cpu = timed(run, a.reps)
+        print(json.dumps({"component": a.component, "median_s": sorted(secs)[len(secs) // 2], "seconds": secs, "cpu_seconds": cpu}))

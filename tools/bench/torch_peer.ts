@@ -9,8 +9,8 @@ import { median } from "./harness.ts";
 export interface TorchPeer {
   /** torch.__version__ */
   version: string;
-  /** Runs `reps` timed calls of a component (see step_torch.py) and returns their seconds. */
-  time(component: string, args: Record<string, number | string>, reps: number): Promise<number[]>;
+  /** Runs `reps` timed calls of a component (see step_torch.py): wall and process-CPU seconds of each. */
+  time(component: string, args: Record<string, number | string>, reps: number): Promise<{ wall: number[]; cpu: number[] }>;
   close(): void;
 }
 
@@ -59,7 +59,8 @@ export async function startTorchPeer(threads: number): Promise<TorchPeer | null>
       proc.stdin.flush();
       const line = await nextLine();
       if (!line) throw new Error(`PyTorch peer exited during '${component}'`);
-      return (JSON.parse(line) as { seconds: number[] }).seconds;
+      const r = JSON.parse(line) as { seconds: number[]; cpu_seconds: number[] };
+      return { wall: r.seconds, cpu: r.cpu_seconds };
     },
     close() {
       proc.stdin.end();
@@ -69,10 +70,17 @@ export async function startTorchPeer(threads: number): Promise<TorchPeer | null>
 }
 
 export interface PairTiming {
+  /** median wall seconds per call */
   ours: number;
   peer: number | null;
   oursSamples: number[];
   peerSamples: number[];
+  /**
+   * Median process CPU seconds per call (all threads). Other tenants of a shared machine stretch
+   * wall time but barely CPU time, so the CPU-time ratio is the steadier of the two.
+   */
+  oursCpu: number;
+  peerCpu: number | null;
 }
 
 /**
@@ -95,18 +103,22 @@ export async function interleavedWithPeer(
   ours();
   if (peer) await peer.time(component, args, 1);
   Bun.sleepSync(settle.peer);
-  const oursSamples: number[] = [], peerSamples: number[] = [];
+  const oursSamples: number[] = [], peerSamples: number[] = [], oursCpu: number[] = [], peerCpu: number[] = [];
   const runPeer = async (p: TorchPeer) => {
     await p.time(component, args, 1); // untimed hand-over call
-    peerSamples.push(...(await p.time(component, args, reps)));
+    const r = await p.time(component, args, reps);
+    peerSamples.push(...r.wall);
+    peerCpu.push(...r.cpu);
     Bun.sleepSync(settle.peer);
   };
   const runOurs = () => {
     ours(); // untimed hand-over call
     for (let i = 0; i < reps; i++) {
-      const t0 = Bun.nanoseconds();
+      const c0 = process.cpuUsage(), t0 = Bun.nanoseconds();
       ours();
       oursSamples.push((Bun.nanoseconds() - t0) * 1e-9);
+      const c = process.cpuUsage(c0);
+      oursCpu.push((c.user + c.system) * 1e-6);
     }
     Bun.sleepSync(settle.ours);
   };
@@ -115,5 +127,22 @@ export async function interleavedWithPeer(
     if (peer) await runPeer(peer);
     if (r % 2 === 1) runOurs();
   }
-  return { ours: median(oursSamples), peer: peer ? median(peerSamples) : null, oursSamples, peerSamples };
+  return {
+    ours: median(oursSamples),
+    peer: peer ? median(peerSamples) : null,
+    oursSamples,
+    peerSamples,
+    oursCpu: median(oursCpu),
+    peerCpu: peer ? median(peerCpu) : null,
+  };
+}
+
+/** "ratio (PyTorch time / ours): wall 1.23x, CPU time 1.45x" plus the CPU seconds behind it. */
+export function ratioLine(t: PairTiming): string {
+  if (t.peer === null || t.peerCpu === null) return "  ratio: no peer";
+  const ms = (s: number) => (s < 1 ? `${(s * 1e3).toFixed(2)} ms` : `${s.toFixed(2)} s`);
+  return (
+    `  ratio (PyTorch time / ours, >1 = ours faster): wall ${(t.peer / t.ours).toFixed(2)}x, ` +
+    `CPU time ${(t.peerCpu / t.oursCpu).toFixed(2)}x (CPU per call: ours ${ms(t.oursCpu)}, PyTorch ${ms(t.peerCpu)})`
+  );
 }

@@ -9,7 +9,7 @@
 import { getBackend } from "@tinyllama/kernels";
 import { MlpBlock } from "@tinyllama/mlp";
 import { cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const be = getBackend();
@@ -35,7 +35,8 @@ for (const { name, B, T, dim, hiddenDim } of shapes) {
   const flops = 18 * B * T * dim * hiddenDim;
   const gf = (sec: number) => `${(flops / sec / 1e9).toFixed(1)} GFLOP/s (${(sec * 1e3).toFixed(1)} ms)`;
   console.log(`\nSwiGLU block fwd+bwd ${name} (B=${B} T=${T} C=${dim} H=${hiddenDim})\n  ours:    ${gf(t.ours)}`);
-  if (t.peer !== null) console.log(`  pytorch: ${gf(t.peer)}\n  ratio: ${(t.peer / t.ours).toFixed(2)}x`);
+  if (t.peer !== null) console.log(`  pytorch: ${gf(t.peer)}`);
+  console.log(ratioLine(t));
   mlp.free();
   for (const b of [x, out, dout, dx]) b.buffer.free();
 }

@@ -7,7 +7,7 @@
  */
 import { crossEntropy, getBackend } from "@tinyllama/kernels";
 import { cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const be = getBackend();
@@ -27,6 +27,7 @@ const t = await interleavedWithPeer(ours, peer, "crossentropy", { N, V }, { reps
 const bytes = 2 * 4 * N * V;
 const gbs = (sec: number) => `${(bytes / sec / 1e9).toFixed(1)} GB/s (${(sec * 1e3).toFixed(1)} ms, ${((N * V) / sec / 1e9).toFixed(2)} Gexp/s)`;
 console.log(`\ncrossentropy fwd+bwd N=${N} V=${V}\n  ours:    ${gbs(t.ours)}`);
-if (t.peer !== null) console.log(`  pytorch: ${gbs(t.peer)}\n  ratio: ${(t.peer / t.ours).toFixed(2)}x`);
+if (t.peer !== null) console.log(`  pytorch: ${gbs(t.peer)}`);
+  console.log(ratioLine(t));
 peer?.close();
 for (const b of [logits, losses, targets]) b.buffer.free();

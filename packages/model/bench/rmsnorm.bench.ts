@@ -7,7 +7,7 @@
  */
 import { getBackend, rmsnormBackward, rmsnormForward } from "@tinyllama/kernels";
 import { cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const be = getBackend();
@@ -33,7 +33,8 @@ for (const { name, N, C } of shapes) {
   const bytes = 4 * (2 * N * C + 4 * N * C);
   const gbs = (sec: number) => `${(bytes / sec / 1e9).toFixed(1)} GB/s (${(sec * 1e3).toFixed(2)} ms)`;
   console.log(`\nrmsnorm fwd+bwd ${name}\n  ours:    ${gbs(t.ours)}`);
-  if (t.peer !== null) console.log(`  pytorch: ${gbs(t.peer)}\n  ratio: ${(t.peer / t.ours).toFixed(2)}x`);
+  if (t.peer !== null) console.log(`  pytorch: ${gbs(t.peer)}`);
+  console.log(ratioLine(t));
   for (const b of [x, w, out, rstd, dout, dinp, dw]) b.buffer.free();
 }
 peer?.close();

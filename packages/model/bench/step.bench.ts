@@ -12,7 +12,7 @@ import { flopsPerToken, getPreset } from "@tinyllama/config";
 import { getBackend } from "@tinyllama/kernels";
 import { Model } from "@tinyllama/model";
 import { cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const [preset = "tinyllama-15m", bArg = "8", tArg = "256"] = process.argv.slice(2);
 const B = Number(bArg), T = Number(tArg);
@@ -48,6 +48,6 @@ console.log(`\nstep ${preset} B=${B} T=${T} (${(model.numParameters / 1e6).toFix
 console.log(`  ours:    ${fmt(t.ours)}   samples ${t.oursSamples.map((x) => x.toFixed(2)).join(" ")}`);
 if (t.peer !== null) {
   console.log(`  pytorch: ${fmt(t.peer)}   samples ${t.peerSamples.map((x) => x.toFixed(2)).join(" ")}`);
-  console.log(`  ratio (ours / pytorch tokens/s): ${(t.peer / t.ours).toFixed(2)}x`);
+  console.log(ratioLine(t));
 }
 model.free();
