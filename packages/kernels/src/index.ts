@@ -7,6 +7,11 @@ export { buildCpuLibrary, buildCudaLibrary, cachedCudaLibrary, findCCompiler, fi
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
+export { embeddingForward, embeddingBackward, checkTokenIds } from "./ops/embedding.ts";
+export { rmsnormForward, rmsnormBackward } from "./ops/rmsnorm.ts";
+export { swigluForward, swigluBackward } from "./ops/swiglu.ts";
+export { add, accumulate, scale } from "./ops/elementwise.ts";
+export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
 export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
