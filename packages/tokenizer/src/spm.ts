@@ -36,7 +36,10 @@ class Reader {
   skip(wire: number): void {
     if (wire === 0) this.varint();
     else if (wire === 1) this.pos += 8;
-    else if (wire === 2) this.pos += this.varint();
+    else if (wire === 2) {
+      const len = this.varint(); // not `pos += varint()`: that reads pos before varint() advances it
+      this.pos += len;
+    }
     else if (wire === 5) this.pos += 4;
     else throw new Error(`tokenizer.model: unsupported protobuf wire type ${wire} at byte ${this.pos}`);
     if (this.pos > this.end) throw new Error("tokenizer.model: truncated field");
