@@ -47,6 +47,11 @@ function charClass(cp: number): number {
   return c;
 }
 
+function isolated(cp: number, splitDigits: boolean): boolean {
+  const c = charClass(cp);
+  return c === C_CONTROL || (c === C_DIGIT && splitDigits);
+}
+
 /** Counts pre-tokens of one line (a "▁" is prepended, as the encoder does). */
 function countPretokens(line: string, words: Map<string, number>, splitDigits: boolean): void {
   const text = "\u2581" + line;
@@ -55,7 +60,8 @@ function countPretokens(line: string, words: Map<string, number>, splitDigits: b
   while (i < n) {
     const start = i;
     while (i < n && charClass(text.charCodeAt(i)) === C_SPACE) i++;
-    if (i < n) {
+    // like Llama's split_digits, a digit never joins anything, not even the "▁" before it
+    if (i < n && (i === start || !isolated(text.codePointAt(i) as number, splitDigits))) {
       let cp = text.codePointAt(i) as number;
       const cls = charClass(cp);
       i += cp > 0xffff ? 2 : 1;
