@@ -1,0 +1,17 @@
+// Worker side of ParallelTokenizer: rebuilds the tokenizer from its spec, then encodes batches.
+import { parentPort, workerData } from "node:worker_threads";
+import type { TokenizerSpec } from "./spec.ts";
+import { Tokenizer, type EncodeOptions } from "./tokenizer.ts";
+
+const tok = new Tokenizer(workerData as TokenizerSpec);
+const port = parentPort;
+if (!port) throw new Error("parallel-worker.ts must run as a worker thread");
+port.postMessage("ready");
+port.on("message", (m: { id: number; texts: string[]; options: EncodeOptions }) => {
+  const parts = m.texts.map((t) => tok.encode(t, m.options));
+  const offsets = new Int32Array(parts.length + 1);
+  for (let i = 0; i < parts.length; i++) offsets[i + 1] = offsets[i] + parts[i].length;
+  const ids = new Int32Array(offsets[parts.length]);
+  parts.forEach((p, i) => ids.set(p, offsets[i]));
+  port.postMessage({ id: m.id, ids, offsets }, [ids.buffer, offsets.buffer]);
+});
