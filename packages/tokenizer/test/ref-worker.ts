@@ -21,9 +21,13 @@ async function reference(ref: RefJob["ref"]): Promise<(text: string) => ArrayLik
   return (t) => hf.encode(t).ids;
 }
 
+const built = new Map<RefJob["ref"], Promise<(text: string) => ArrayLike<number>>>();
+
 self.onmessage = async (e: MessageEvent<RefJob>) => {
   const job = e.data;
-  const encode = await reference(job.ref);
+  let ref = built.get(job.ref);
+  if (!ref) built.set(job.ref, (ref = reference(job.ref)));
+  const encode = await ref;
   const texts = job.source === "corpus" ? corpusSentences() : adversarial().map((c) => c.text);
   const out = new Uint32Array(job.indices.length * 2);
   job.indices.forEach((i, k) => {
