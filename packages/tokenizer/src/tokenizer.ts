@@ -52,6 +52,7 @@ export class Tokenizer {
   private readonly specialIds: Uint8Array;
   private readonly addedById: Map<number, AddedToken>;
   private streamBytes: Uint8Array[] | null = null;
+  private readonly nextAt: Int32Array;
 
   constructor(spec: TokenizerSpec) {
     this.spec = spec;
@@ -59,6 +60,7 @@ export class Tokenizer {
     this.cache = new ChunkCache(this.model);
     // longest first, so that a token that is a prefix of another never shadows it
     this.added = [...spec.addedTokens].sort((a, b) => b.content.length - a.content.length);
+    this.nextAt = new Int32Array(this.added.length);
     this.specialIds = new Uint8Array(this.model.vocabSize);
     this.addedById = new Map();
     for (const t of spec.addedTokens) {
@@ -186,7 +188,8 @@ export class Tokenizer {
     if (typeof text !== "string") throw new Error(`encode: expected a string, got ${typeof text}`);
     const added = special ? this.added : [];
     // next occurrence of each added token, searched again only once passed, so scanning stays linear
-    const nextAt = added.map(() => -2);
+    const nextAt = this.nextAt;
+    nextAt.fill(-2);
     let pos = 0;
     while (pos <= text.length) {
       let best = -1;

@@ -75,3 +75,34 @@ test("export round-trips: tokenizer.json of a loaded tokenizer.json is the same 
   const again = Tokenizer.fromJSON(JSON.parse(JSON.stringify(cases[1].ours.toJSON())), cases[1].ours.toConfigJSON());
   for (const s of corpusSentences().slice(0, 3000)) expect(Array.from(again.encode(s))).toEqual(Array.from(cases[1].ours.encode(s)));
 });
+
+test("a vocabulary with pieces that span a space (no word cache possible) still matches @huggingface/tokenizers", () => {
+  // "a▁" and "a▁b" cross the boundary the word cache relies on, so the engine must encode whole segments
+  const pieces = ["<unk>", "<s>", "</s>", "\u2581", "a", "b", "c", "a\u2581", "\u2581a", "a\u2581b", "bc", "\u2581\u2581", "a\u2581bc"];
+  const merges = ["a \u2581", "\u2581 a", "a\u2581 b", "b c", "\u2581 \u2581", "a\u2581b c", "a\u2581 bc"];
+  const json = {
+    added_tokens: [0, 1, 2].map((id) => ({ id, content: pieces[id], special: true, lstrip: false, rstrip: false, normalized: false, single_word: false })),
+    normalizer: { type: "Sequence", normalizers: [{ type: "Prepend", prepend: "\u2581" }, { type: "Replace", pattern: { String: " " }, content: "\u2581" }] },
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: { type: "Sequence", decoders: [{ type: "Replace", pattern: { String: "\u2581" }, content: " " }, { type: "Fuse" }, { type: "Strip", content: " ", start: 1, stop: 0 }] },
+    model: { type: "BPE", unk_token: "<unk>", fuse_unk: true, byte_fallback: false, vocab: Object.fromEntries(pieces.map((p, i) => [p, i])), merges },
+  };
+  const ours = Tokenizer.fromJSON(json);
+  const ref = new HFTokenizer(json, {});
+  expect(ours.model.chunkSafe).toBe(false);
+  let seed = 1;
+  const rnd = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 4294967296);
+  for (let i = 0; i < 3000; i++) {
+    let s = "";
+    const len = Math.floor(rnd() * 14);
+    for (let k = 0; k < len; k++) s += "ab c d"[Math.floor(rnd() * 6)];
+    expect({ s, ids: Array.from(ours.encode(s)) }).toEqual({ s, ids: ref.encode(s).ids });
+  }
+});
+
+test("tokenizer_config.json's add_bos_token / add_eos_token set the defaults", () => {
+  const eos = Tokenizer.fromJSON(llamaJson, { ...llamaConfig, add_bos_token: false, add_eos_token: true });
+  expect(Array.from(eos.encode("Hello"))).toEqual([15043, 2]);
+  expect(Array.from(eos.encode("Hello", { bos: true }))).toEqual([1, 15043, 2]);
+});
