@@ -46,7 +46,10 @@ export class ParallelTokenizer {
     const id = this.next++;
     return new Promise((resolve) => {
       this.pending.set(id, resolve);
-      w.postMessage({ id, texts, options });
+      // one joined string plus offsets clones far faster than an array of many small strings
+      const offsets = new Int32Array(texts.length + 1);
+      for (let i = 0; i < texts.length; i++) offsets[i + 1] = offsets[i] + texts[i].length;
+      w.postMessage({ id, joined: texts.join(""), offsets, options }, [offsets.buffer]);
     });
   }
 
