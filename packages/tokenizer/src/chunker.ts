@@ -36,7 +36,11 @@ export class ChunkCache {
   private idsUsed = 0;
   private readonly scratch = new IntBuffer(64);
 
-  constructor(private readonly model: BpeModel) {}
+  private readonly model: BpeModel;
+
+  constructor(model: BpeModel) {
+    this.model = model;
+  }
 
   /** Doubles the entry arrays and rehashes the slot table. */
   private growEntries(): void {

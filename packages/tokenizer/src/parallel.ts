@@ -17,7 +17,10 @@ export class ParallelTokenizer {
   private next = 0;
   private readonly pending = new Map<number, (r: Reply) => void>();
 
-  private constructor(private readonly workers: Worker[]) {
+  private readonly workers: Worker[];
+
+  private constructor(workers: Worker[]) {
+    this.workers = workers;
     for (const w of workers) {
       w.on("message", (r: Reply) => {
         const resolve = this.pending.get(r.id);

@@ -17,10 +17,12 @@ export const PieceType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, U
 
 class Reader {
   pos = 0;
-  constructor(
-    readonly buf: Uint8Array,
-    readonly end = buf.length,
-  ) {}
+  readonly buf: Uint8Array;
+  readonly end: number;
+  constructor(buf: Uint8Array, end = buf.length) {
+    this.buf = buf;
+    this.end = end;
+  }
   varint(): number {
     let result = 0;
     let mul = 1;

@@ -88,3 +88,12 @@ describe("streaming decoder", () => {
     expect(outs[4]).toBe("😀");
   });
 });
+
+test("encodeRange(text, a, b) equals encode(text.slice(a, b)), also when a special token straddles the range", () => {
+  const text = "Hi</s> there <s>x</s>   y\n😀 <unk>z";
+  for (let a = 0; a <= text.length; a++) {
+    for (let b = a; b <= text.length; b++) {
+      expect(Array.from(tok.encodeRange(text, a, b))).toEqual(Array.from(tok.encode(text.slice(a, b))));
+    }
+  }
+});
