@@ -6,6 +6,7 @@ export { Backend, getBackend, openBackend, cudaUnavailableReason, type BackendOp
 export { buildCpuLibrary, findCCompiler, kernelsDir, type CpuBuildOptions } from "./build.ts";
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
+export { buildSharedLibrary, type SharedLibrarySpec } from "./build.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
