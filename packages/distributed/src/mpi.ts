@@ -83,8 +83,14 @@ export function mpiLaunchInfo(): LaunchInfo | null {
   return null;
 }
 
-let instance: MpiCommunicator | null = null;
-let finalised = false;
+/** MPI itself: initialised once per process, shared by every MpiCommunicator object. */
+interface MpiWorld {
+  lib: MpiLib;
+  rank: number;
+  size: number;
+  finalised: boolean;
+}
+let world: MpiWorld | null = null;
 
 export class MpiCommunicator implements Communicator {
   readonly kind = "mpi" as const;
@@ -92,31 +98,34 @@ export class MpiCommunicator implements Communicator {
   readonly worldSize: number;
   readonly bucketBytes: number;
   readonly timeoutS: number;
+  readonly #world: MpiWorld;
   readonly #lib: MpiLib;
-  #closed = false;
   /** Reused for allReduceScalar, so a scalar costs no allocation. */
   readonly #scalar = new Float64Array(1);
 
-  private constructor(lib: MpiLib, rank: number, worldSize: number, opts: CommunicatorOptions) {
-    this.#lib = lib;
-    this.rank = rank;
-    this.worldSize = worldSize;
+  private constructor(w: MpiWorld, opts: CommunicatorOptions) {
+    this.#world = w;
+    this.#lib = w.lib;
+    this.rank = w.rank;
+    this.worldSize = w.size;
     ({ bucketBytes: this.bucketBytes, timeoutS: this.timeoutS } = resolveOptions(opts));
   }
 
   /**
-   * Initialises MPI (once per process) and returns the communicator over MPI_COMM_WORLD. Options
-   * apply to the first call; later calls return the same communicator.
+   * A communicator over MPI_COMM_WORLD, initialising MPI on the first call. Later calls share the
+   * same MPI world with their own options (e.g. another bucket size); close() on any of them
+   * finalises MPI for all.
    */
   static open(opts: CommunicatorOptions = {}): MpiCommunicator {
-    if (instance && !instance.#closed) return instance;
-    if (finalised) throw new DistributedError("MPI was finalised by close(); MPI cannot be initialised twice in one process");
-    const lib = dlopen(buildMpiShim(), mpiSymbols).symbols;
-    const rank = new Int32Array(1), size = new Int32Array(1);
-    const rc = lib.tl_mpi_init(rank, size);
-    if (rc !== 0) throw new DistributedError(`MPI initialisation failed: ${lib.tl_mpi_last_error()}`);
-    instance = new MpiCommunicator(lib, rank[0]!, size[0]!, opts);
-    return instance;
+    if (world?.finalised) throw new DistributedError("MPI was finalised by close(); MPI cannot be initialised twice in one process");
+    if (!world) {
+      const lib = dlopen(buildMpiShim(), mpiSymbols).symbols;
+      const rank = new Int32Array(1), size = new Int32Array(1);
+      const rc = lib.tl_mpi_init(rank, size);
+      if (rc !== 0) throw new DistributedError(`MPI initialisation failed: ${lib.tl_mpi_last_error()}`);
+      world = { lib, rank: rank[0]!, size: size[0]!, finalised: false };
+    }
+    return new MpiCommunicator(world, opts);
   }
 
   /** Throws on errors; on a timeout, prints why on stderr and aborts the whole job (every rank). */
@@ -130,7 +139,7 @@ export class MpiCommunicator implements Communicator {
   }
 
   #open(op: string): void {
-    if (this.#closed) throw new DistributedError(`${op}: the MPI communicator was closed`);
+    if (this.#world.finalised) throw new DistributedError(`${op}: the MPI communicator was closed`);
   }
 
   allReduce(buf: F32Buffer, op: ReduceOp = "sum"): void {
@@ -181,9 +190,8 @@ export class MpiCommunicator implements Communicator {
 
   /** MPI_Finalize. Every rank must call it (OpenMPI treats a rank that exits without it as a failure). */
   close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    finalised = true;
+    if (this.#world.finalised) return;
+    this.#world.finalised = true;
     const rc = this.#lib.tl_mpi_finalize();
     if (rc !== 0) throw new DistributedError(`rank ${this.rank}: MPI_Finalize: ${this.#lib.tl_mpi_last_error()}`);
   }
