@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <limits.h>
 #include <mpi.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -78,24 +79,30 @@ static int mpi_op(int op, MPI_Op *out) {
 
 /*
  * Waits for `req`, calling MPI_Test (which also drives OpenMPI's progress engine: non-blocking
- * collectives only advance inside MPI calls). It spins briefly, then sleeps with a backoff capped
- * at 200 us, so waiting ranks do not burn a shared core but a step's latency barely changes.
+ * collectives only advance inside MPI calls). Between tests it yields the core (sched_yield, as
+ * OpenMPI's own mpi_yield_when_idle does), which costs nothing when no one else wants the core and
+ * lets an oversubscribed peer rank run when someone does. After a second without completion the
+ * peer is evidently busy (or dead), so it sleeps 1 ms between tests instead of spinning.
  * timeout_s <= 0 waits forever.
  */
 static int wait_request(MPI_Request *req, const char *what, double timeout_s) {
   double t0 = MPI_Wtime();
-  long sleep_ns = 1000;
   for (long spin = 0;; spin++) {
     int done = 0;
     int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) return mpi_fail(what, rc);
     if (done) return TL_MPI_OK;
-    if (spin < 2000) continue;
-    if (timeout_s > 0 && MPI_Wtime() - t0 > timeout_s)
-      return fail(TL_MPI_TIMEOUT, "%s did not complete within %.0f s", what, timeout_s);
-    struct timespec ts = {0, sleep_ns};
-    nanosleep(&ts, NULL);
-    if (sleep_ns < 200000) sleep_ns *= 2;
+    if ((spin & 1023) != 1023) {
+      sched_yield();
+      continue;
+    }
+    double waited = MPI_Wtime() - t0;
+    if (timeout_s > 0 && waited > timeout_s) return fail(TL_MPI_TIMEOUT, "%s did not complete within %.0f s", what, timeout_s);
+    if (waited > 1.0) {
+      struct timespec ts = {0, 1000000};
+      nanosleep(&ts, NULL);
+      spin = 1022 - 16; /* check the clock again after 16 more tests */
+    }
   }
 }
 
@@ -153,6 +160,21 @@ int tl_mpi_allreduce_f32(float *buf, int64_t count, int op, double timeout_s) {
   rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, mop, MPI_COMM_WORLD, &req);
   if (rc != MPI_SUCCESS) return mpi_fail("MPI_Iallreduce", rc);
   if ((rc = wait_request(&req, "allreduce", timeout_s))) return rc;
+  if (op == OP_MEAN) scale_f32(buf, count, 1.0f / (float)world_size);
+  return TL_MPI_OK;
+}
+
+/* The same as tl_mpi_allreduce_f32 with blocking MPI_Allreduce and no deadline: the benchmark's peer. */
+int tl_mpi_allreduce_blocking_f32(float *buf, int64_t count, int op) {
+  REQUIRE_READY();
+  int rc = check_count(count, "allreduce_blocking");
+  if (rc) return rc;
+  if (count == 0) return TL_MPI_OK;
+  if (!buf) return fail(TL_MPI_ERR_INVALID, "allreduce_blocking: null buffer");
+  MPI_Op mop = MPI_SUM;
+  if ((rc = mpi_op(op, &mop))) return rc;
+  rc = MPI_Allreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, mop, MPI_COMM_WORLD);
+  if (rc != MPI_SUCCESS) return mpi_fail("MPI_Allreduce", rc);
   if (op == OP_MEAN) scale_f32(buf, count, 1.0f / (float)world_size);
   return TL_MPI_OK;
 }

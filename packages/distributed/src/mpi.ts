@@ -23,6 +23,7 @@ const { ptr, i32, i64, f64, cstring } = FFIType;
 const mpiSymbols = {
   tl_mpi_init: { args: [ptr, ptr], returns: i32 },
   tl_mpi_allreduce_f32: { args: [ptr, i64, i32, f64], returns: i32 },
+  tl_mpi_allreduce_blocking_f32: { args: [ptr, i64, i32], returns: i32 },
   tl_mpi_allreduce_f64: { args: [ptr, i64, i32, f64], returns: i32 },
   tl_mpi_bcast: { args: [ptr, i64, i32, f64], returns: i32 },
   tl_mpi_barrier: { args: [f64], returns: i32 },
@@ -148,6 +149,17 @@ export class MpiCommunicator implements Communicator {
     const s = f32Span("allReduce", "buf", buf, "host");
     for (const b of bucketRanges(s.numel, this.bucketBytes))
       this.#check("allreduce", this.#lib.tl_mpi_allreduce_f32((s.address + b.start * 4) as Pointer, b.end - b.start, code, this.timeoutS));
+  }
+
+  /**
+   * Plain blocking MPI_Allreduce over the whole buffer: no buckets, no deadline. The benchmark's
+   * peer for allReduce(); training code should not use it (a dead peer hangs it forever).
+   */
+  allReduceBlocking(buf: F32Buffer, op: ReduceOp = "sum"): void {
+    this.#open("allReduceBlocking");
+    const code = reduceOpCode("allReduceBlocking", op);
+    const s = f32Span("allReduceBlocking", "buf", buf, "host");
+    this.#check("allreduce_blocking", this.#lib.tl_mpi_allreduce_blocking_f32(addr(s), s.numel, code));
   }
 
   broadcast(buf: AnyBuffer, root = 0): void {
