@@ -27,6 +27,13 @@ describe.skipIf(!MPIRUN)("MpiCommunicator under mpirun -np 2", () => {
     expect(r.out).toContain("rank 0: reduceScatter + allGather in place (n=10007) == allReduce mean ok");
   }, 200_000);
 
+  test("3 ranks: uneven shards and a reduction order that is no longer one rounding (relative error < 1e-6)", async () => {
+    const r = await mpirun("collectives.ts", [], { np: 3 });
+    if (r.code !== 0) console.log(r.out);
+    expect(r.code).toBe(0);
+    for (const k of [0, 1, 2]) expect(r.out).toContain(`rank ${k}: all collectives ok`);
+  }, 200_000);
+
   test("2 ranks on half a batch each, all-reduced (mean), equal one process on the whole batch", async () => {
     const r = await mpirun("equivalence.ts");
     if (r.code !== 0) console.log(r.out);
