@@ -74,7 +74,8 @@ describe.skipIf(!MPIRUN)("MpiCommunicator under mpirun -np 2", () => {
     const r = await mpirun("fault.ts", ["hang"], { env: { TINYLLAMA_COLLECTIVE_TIMEOUT_S: "3" } });
     expect(r.code).not.toBe(0);
     expect(r.out).toContain("rank 0: collective allreduce timed out after 3 s; another rank probably died");
-    expect(r.out).toContain("MPI_ABORT was invoked on rank 0");
+    // OpenMPI usually adds "MPI_ABORT was invoked on rank 0", but its help-text relay sometimes fails
+    // ("ORTE_ERROR_LOG: Data unpack would read past end of buffer"), so only our own line is required.
     expect(r.out).not.toContain("the collective completed");
     // rank 1 would sleep 120 s: MPI_Abort must have killed it
     expect(r.seconds).toBeLessThan(60);
