@@ -51,6 +51,14 @@ describe.skipIf(!MPIRUN)("MpiCommunicator under mpirun -np 2", () => {
     expect(r.seconds).toBeLessThan(60);
   }, 200_000);
 
+  test("a rank that exits with code 0 but without MPI_Finalize still fails the job", async () => {
+    const r = await mpirun("fault.ts", ["exit"], { env: { FAULT_EXIT_CODE: "0" } });
+    expect(r.code).not.toBe(0);
+    expect(r.out).toContain("exiting improperly");
+    expect(r.out).not.toContain("the collective completed");
+    expect(r.seconds).toBeLessThan(60);
+  }, 200_000);
+
   test("a rank killed with SIGKILL from outside mid-all-reduce ends the job within seconds", async () => {
     let killed = 0;
     const r = await mpirun("fault.ts", ["loop"], {

@@ -1,7 +1,7 @@
 /**
  * Run under `mpirun -np 2`: one rank fails while the other is in (or entering) an all-reduce.
  * argv[2] (the mode) picks how rank 1 fails:
- *   exit  rank 1 exits with code 3 without MPI_Finalize, mid-training
+ *   exit  rank 1 exits with code FAULT_EXIT_CODE (default 3) without MPI_Finalize, mid-training
  *   hang  rank 1 stops calling MPI (sleeps 120 s): only our collective timeout can end the job
  *   loop  both ranks all-reduce in a loop for up to 60 s after printing "rank R pid P ready";
  *         the test kills rank 1 with SIGKILL from outside
@@ -16,7 +16,7 @@ console.log(`rank ${comm.rank} pid ${process.pid} ready`);
 
 if (mode === "exit") {
   if (comm.rank === 1) {
-    console.log("rank 1: exiting with code 3 without finalising");
+    console.log(`rank 1: exiting with code ${process.env.FAULT_EXIT_CODE ?? 3} without finalising`);
     process.exit(Number(process.env.FAULT_EXIT_CODE ?? 3));
   }
   Bun.sleepSync(500);
