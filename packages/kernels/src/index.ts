@@ -10,3 +10,4 @@ export { buildSharedLibrary, type SharedLibrarySpec } from "./build.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
+export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
