@@ -42,6 +42,15 @@ describe.skipIf(!MPIRUN)("MpiCommunicator under mpirun -np 2", () => {
     for (const name of ["w1", "b1", "w2", "b2"]) expect(r.out).toMatch(new RegExp(`grad ${name}: relative error \\d\\.\\d+e-(\\d+)`));
   }, 200_000);
 
+  test("ZeRO-1 AdamW (moments for the own shard only) equals replicated AdamW on all-reduced gradients", async () => {
+    const r = await mpirun("zero1.ts");
+    if (r.code !== 0) console.log(r.out);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("rank 0: zero1 ok (moments 1712 of 3424 floats)");
+    expect(r.out).toContain("rank 1: zero1 ok (moments 1712 of 3424 floats)");
+    expect(r.out).toContain("rank 1: step 3: ZeRO-1 vs replicated AdamW parameters");
+  }, 200_000);
+
   test("a rank that exits mid-training (no MPI_Finalize) ends the job with a message and its exit code", async () => {
     const r = await mpirun("fault.ts", ["exit"]);
     expect(r.code).not.toBe(0);
