@@ -20,5 +20,5 @@ export {
 export { LocalCommunicator } from "./local.ts";
 export { MpiCommunicator, buildMpiShim, mpiLaunchInfo, MPI_INSTALL_HINT, type LaunchInfo } from "./mpi.ts";
 export { bucketRanges, shardOf, shardPlan, shardRuns, sliceFlat, type FlatRun, type Shard, type ShardPlan } from "./shard.ts";
-export { createCommunicator, type CreateCommunicatorOptions } from "./create.ts";
+export { createCommunicator, type CommunicatorChoice, type CreateCommunicatorOptions } from "./create.ts";
 export { NcclCommunicator, DeviceF32, buildNcclShim, ncclDeviceCount, ncclShim, isDeviceTensor, type NcclOptions } from "./nccl.ts";

@@ -80,7 +80,9 @@ describe("options and selection", () => {
     process.env.OMPI_COMM_WORLD_SIZE = "1";
     expect(createCommunicator({ bucketBytes: 1024 }).bucketBytes).toBe(1024);
     expect(createCommunicator().kind).toBe("local");
+    expect(createCommunicator({ tensors: "cuda" }).kind).toBe("local"); // one GPU: nothing to talk to
+    expect(() => createCommunicator({ tensors: "gpu" as "cuda" })).toThrow(/tensors must be "cpu" or "cuda"/);
     process.env.TINYLLAMA_COMM = "gloo";
-    expect(() => createCommunicator()).toThrow(/TINYLLAMA_COMM must be auto, local or mpi/);
+    expect(() => createCommunicator()).toThrow(/TINYLLAMA_COMM must be auto, local, mpi or nccl/);
   });
 });
