@@ -25,6 +25,21 @@ export const symbols = {
   // matmul
   tl_matmul_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
   tl_matmul_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  // embedding
+  tl_embedding_forward: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_embedding_backward: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  // rmsnorm
+  tl_rmsnorm_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, f32], returns: i32 },
+  tl_rmsnorm_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, i32, i32], returns: i32 },
+  // swiglu
+  tl_swiglu_forward: { args: [ptr, ptr, ptr, i64], returns: i32 },
+  tl_swiglu_backward: { args: [ptr, ptr, ptr, ptr, ptr, i64], returns: i32 },
+  // residual (elementwise)
+  tl_add: { args: [ptr, ptr, ptr, i64], returns: i32 },
+  tl_accumulate: { args: [ptr, ptr, i64], returns: i32 },
+  tl_scale: { args: [ptr, f32, i64], returns: i32 },
+  // cross-entropy
+  tl_crossentropy_forward_backward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, f32], returns: i32 },
   // rope
   tl_rope_tables: { args: [ptr, ptr, i32, i32, f32], returns: i32 },
   tl_rope_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
@@ -35,6 +50,12 @@ export const symbols = {
   // optimizer
   tl_sumsq: { args: [ptr, ptr, i64], returns: i32 },
   tl_adamw_step: { args: [ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
+  // bf16 (mixed precision; see the header's bf16 section)
+  tl_cast_f32_to_bf16: { args: [ptr, ptr, i64], returns: i32 },
+  tl_cast_bf16_to_f32: { args: [ptr, ptr, i64], returns: i32 },
+  tl_matmul_forward_bf16: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_matmul_backward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_adamw_step_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
 } as const;
 
 export type KernelSymbols = typeof symbols;

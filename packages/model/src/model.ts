@@ -1,0 +1,378 @@
+/**
+ * The TinyLlama decoder (Hugging Face LlamaForCausalLM), training and inference:
+ *
+ *   x = embed_tokens[tokens]
+ *   for each layer:  x = x + attn(rmsnorm(x));  x = x + mlp(rmsnorm(x))
+ *   logits = rmsnorm(x) @ lm_head^T;  loss = mean cross-entropy over targets != -100
+ *
+ * Parameters, gradients and activations each live in ONE arena (llm.c's pattern), allocated by
+ * create() for a fixed (B, T): a training step allocates nothing. Parameters and gradients share
+ * one layout with Hugging Face names in HF order, so an optimizer can run over the flat arenas.
+ */
+import { AttentionBlock, fillRope } from "@tinyllama/attention";
+import { parseModelConfig, type ModelConfig } from "@tinyllama/config";
+import {
+  Arena,
+  ShapeError,
+  accumulate,
+  add,
+  crossEntropy,
+  embeddingBackward,
+  embeddingForward,
+  fmtShape,
+  getBackend,
+  matmulBackward,
+  matmulForward,
+  rmsnormBackward,
+  rmsnormForward,
+  type Backend,
+  type Tensor,
+  type TensorSpec,
+} from "@tinyllama/kernels";
+import { MlpBlock, deriveSeed, gaussian } from "@tinyllama/mlp";
+import { activationSpecs, checkBatchShape, defaultLogitsRows, layerPrefix, parameterSpecs } from "./layout.ts";
+
+/** Targets equal to this are not counted in the loss (PyTorch's default ignore_index). */
+export const IGNORE_INDEX = -100;
+
+export interface ModelOptions {
+  /** Default: the process-wide backend (getBackend()). */
+  backend?: Backend;
+  /** Batch size and sequence length every forward() uses. */
+  B: number;
+  T: number;
+  /** Seed of the initial weights (default 1). */
+  seed?: number;
+  /** false: no gradient arena, backward() throws. Default true. */
+  training?: boolean;
+  /** false: leave every parameter zero (e.g. to load a checkpoint next). Default true. */
+  init?: boolean;
+  /**
+   * Rows of logits computed at a time. Default: all B*T (the logits buffer is B*T x V floats)
+   * unless that exceeds 1 GiB. With fewer rows the loss, dlogits and the LM head's backward run
+   * chunk by chunk inside forward(), and logits() is unavailable.
+   */
+  logitsChunk?: number;
+}
+
+export interface NamedParameter {
+  name: string;
+  tensor: Tensor<"f32">;
+}
+
+type Tokens = Int32Array | Tensor;
+type State = "none" | "logits" | "loss";
+
+export class Model {
+  readonly cfg: ModelConfig;
+  readonly backend: Backend;
+  readonly B: number;
+  readonly T: number;
+  readonly training: boolean;
+  /** All parameters, HF names in HF order, 64-byte aligned. */
+  readonly params: Arena;
+  /** Gradients, same specs and offsets as params; null for an inference model. */
+  readonly grads: Arena | null;
+  /** Activations for (B, T). */
+  readonly acts: Arena;
+  readonly parameters: readonly NamedParameter[];
+  readonly #attn: AttentionBlock[];
+  readonly #mlp: MlpBlock[];
+  readonly #logitsRows: number;
+  #state: State = "none";
+  #count = 0;
+  #freed = false;
+
+  private constructor(cfg: ModelConfig, backend: Backend, B: number, T: number, training: boolean, logitsRows: number) {
+    this.cfg = cfg;
+    this.backend = backend;
+    this.B = B;
+    this.T = T;
+    this.training = training;
+    this.#logitsRows = logitsRows;
+    const pspecs = parameterSpecs(cfg);
+    const arenas: Arena[] = [];
+    try {
+      this.params = new Arena(backend, pspecs);
+      arenas.push(this.params);
+      this.grads = training ? new Arena(backend, pspecs) : null;
+      if (this.grads) arenas.push(this.grads);
+      this.acts = new Arena(backend, activationSpecs(cfg, B, T, logitsRows, training).specs);
+      arenas.push(this.acts);
+    } catch (e) {
+      for (const a of arenas) a.free();
+      throw e;
+    }
+    this.parameters = pspecs.map((s) => ({ name: s.name, tensor: this.params.get(s.name) as Tensor<"f32"> }));
+    const rope = { cos: this.acts.get("rope.cos"), sin: this.acts.get("rope.sin") };
+    fillRope(rope, cfg);
+    const p = this.params, g = this.grads, a = this.acts;
+    this.#attn = [];
+    this.#mlp = [];
+    for (let i = 0; i < cfg.nLayers; i++) {
+      const pre = layerPrefix(i);
+      const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T).map((s) => s.name));
+      this.#attn.push(
+        new AttentionBlock(cfg, B, T, {
+          params: (n) => p.get(`${pre}self_attn.${n}`),
+          grads: g ? (n) => g.get(`${pre}self_attn.${n}`) : null,
+          acts: (n) => a.get(saved.has(n) ? `layers.${i}.self_attn.${n}` : `scratch.self_attn.${n}`),
+          rope,
+        }),
+      );
+      const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T).map((s) => s.name));
+      this.#mlp.push(
+        new MlpBlock(cfg, B, T, {
+          params: (n) => p.get(`${pre}mlp.${n}`),
+          grads: g ? (n) => g.get(`${pre}mlp.${n}`) : null,
+          acts: (n) => a.get(msaved.has(n) ? `layers.${i}.mlp.${n}` : `scratch.mlp.${n}`),
+        }),
+      );
+    }
+  }
+
+  /** A model for batches of shape (B, T), initialised as TinyLlama's training code does (seeded). */
+  static create(config: ModelConfig, opts: ModelOptions): Model {
+    const cfg = parseModelConfig(config);
+    if (cfg.tieEmbeddings)
+      throw new ShapeError("Model.create: tied embeddings (tieEmbeddings: true) are not implemented; TinyLlama unties embed_tokens and lm_head");
+    if (!opts || typeof opts !== "object") throw new ShapeError("Model.create: options { B, T } are required");
+    const { B, T } = opts;
+    checkBatchShape(cfg, B, T);
+    const N = B * T;
+    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T);
+    if (!Number.isInteger(rows) || rows <= 0) throw new ShapeError(`Model.create: logitsChunk must be a positive integer, got ${rows}`);
+    const seed = opts.seed ?? 1;
+    if (!Number.isInteger(seed)) throw new ShapeError(`Model.create: seed must be an integer, got ${seed}`);
+    const model = new Model(cfg, opts.backend ?? getBackend(), B, T, opts.training ?? true, Math.min(rows, N));
+    if (opts.init ?? true) model.initialize(seed);
+    return model;
+  }
+
+  /**
+   * TinyLlama's initialisation: every weight matrix (embeddings and lm_head included) normal with
+   * std sqrt(2/(5C)); o_proj and down_proj std 1/sqrt(C)/nLayers; RMSNorm gains 1. Each tensor
+   * draws from its own stream derived from (seed, its index), so the result never depends on
+   * the backend or on the order tensors are filled.
+   */
+  initialize(seed: number): void {
+    this.#alive("initialize");
+    const C = this.cfg.dim, L = this.cfg.nLayers;
+    const std = Math.sqrt(2 / (5 * C)), stdOut = 1 / Math.sqrt(C) / L;
+    this.parameters.forEach(({ name, tensor }, k) => {
+      if (name.endsWith("norm.weight")) {
+        tensor.write(new Float32Array(tensor.numel).fill(1));
+        return;
+      }
+      const s = name.endsWith("o_proj.weight") || name.endsWith("down_proj.weight") ? stdOut : std;
+      // CPU: draw straight into the arena; elsewhere through a host array.
+      if (this.backend.kind === "cpu") gaussian(tensor.numel, s, deriveSeed(seed, k), tensor.data());
+      else tensor.write(gaussian(tensor.numel, s, deriveSeed(seed, k)));
+    });
+    this.#state = "none";
+  }
+
+  param(name: string): Tensor<"f32"> {
+    this.#alive("param");
+    if (!this.params.has(name)) throw new ShapeError(`Model.param: no parameter '${name}' (names are Hugging Face's, e.g. 'model.layers.0.mlp.up_proj.weight')`);
+    return this.params.get(name) as Tensor<"f32">;
+  }
+
+  grad(name: string): Tensor<"f32"> {
+    this.#alive("grad");
+    if (!this.grads) throw new ShapeError("Model.grad: this model was created with training: false and has no gradients");
+    if (!this.grads.has(name)) throw new ShapeError(`Model.grad: no parameter '${name}'`);
+    return this.grads.get(name) as Tensor<"f32">;
+  }
+
+  zeroGrad(): void {
+    this.#alive("zeroGrad");
+    if (!this.grads) throw new ShapeError("Model.zeroGrad: this model was created with training: false and has no gradients");
+    this.grads.zero();
+  }
+
+  /**
+   * Runs the model on tokens (B, T). With targets (B, T; -100 = ignore) returns the mean
+   * cross-entropy over counted targets (0 when none counts) and, in a training model, leaves
+   * everything backward() needs. Without targets computes the logits (see logits()) and returns NaN.
+   */
+  forward(tokens: Tokens, targets?: Tokens | null): number {
+    const op = "Model.forward";
+    this.#alive(op);
+    const { B, T, cfg } = this;
+    const N = B * T, V = cfg.vocabSize, C = cfg.dim;
+    const chunked = this.#logitsRows < N;
+    if (!targets && chunked)
+      throw new ShapeError(
+        `${op}: logits without targets need the whole (B*T, V) buffer, but this model computes ${this.#logitsRows} rows at a time (logitsChunk); create it with logitsChunk >= ${N}`,
+      );
+    // Validate everything before changing any state: a rejected call leaves the model as it was.
+    const tok = this.#ids(op, "tokens", tokens, false);
+    const tgt = targets ? this.#ids(op, "targets", targets, true) : null;
+    this.#state = "none";
+    const a = this.acts, p = this.params, be = this.backend;
+    const tokT = a.get("tokens");
+    tokT.write(tok);
+    const eps = cfg.normEps;
+
+    embeddingForward(a.get(cfg.nLayers > 0 ? "layers.0.x" : "final.x"), tokT, p.get("model.embed_tokens.weight"));
+    const out = a.get("scratch.out");
+    for (let i = 0; i < cfg.nLayers; i++) {
+      const l = `layers.${i}.`, pre = layerPrefix(i);
+      const x = a.get(`${l}x`), xmid = a.get(`${l}xmid`), ln1 = a.get(`${l}ln1`), ln2 = a.get(`${l}ln2`);
+      const next = a.get(i + 1 < cfg.nLayers ? `layers.${i + 1}.x` : "final.x");
+      rmsnormForward(ln1, a.get(`${l}rstd1`), x, p.get(`${pre}input_layernorm.weight`), eps);
+      this.#attn[i]!.forward(out, ln1);
+      add(xmid, x, out);
+      rmsnormForward(ln2, a.get(`${l}rstd2`), xmid, p.get(`${pre}post_attention_layernorm.weight`), eps);
+      this.#mlp[i]!.forward(out, ln2);
+      add(next, xmid, out);
+    }
+    const lnf = a.get("final.ln");
+    rmsnormForward(lnf, a.get("final.rstd"), a.get("final.x"), p.get("model.norm.weight"), eps);
+
+    const W = p.get("lm_head.weight"), logits = a.get("logits"), lnf2 = lnf.view([N, C]);
+    if (!tgt) {
+      matmulForward(logits, lnf2, W);
+      this.#state = "logits";
+      return Number.NaN;
+    }
+    const tgtT = a.get("targets");
+    tgtT.write(tgt);
+    let count = 0;
+    for (let i = 0; i < N; i++) if (tgt[i] !== IGNORE_INDEX) count++;
+    const gradScale = count > 0 ? 1 / count : 0;
+    const withGrad = this.training;
+    const losses = a.get("losses"), tgt1 = tgtT.view([N]);
+    const stage = withGrad && chunked ? a.get("scratch.dlm_head") : null;
+    const dlnf = stage ? a.get("scratch.dln").view([N, C]) : null;
+    if (stage && dlnf) {
+      be.zero(dlnf);
+      be.zero(stage);
+    }
+    for (let r0 = 0; r0 < N; r0 += this.#logitsRows) {
+      const rows = Math.min(this.#logitsRows, N - r0);
+      const lg = logits.rows(0, rows), x = lnf2.rows(r0, rows);
+      matmulForward(lg, x, W);
+      // dlogits overwrite the logits in place: the (N, V) gradient never needs its own buffer
+      crossEntropy(losses.rows(r0, rows), withGrad ? lg : null, lg, tgt1.rows(r0, rows), { ignoreIndex: IGNORE_INDEX, gradScale });
+      if (stage && dlnf) matmulBackward({ dinp: dlnf.rows(r0, rows), dweight: stage }, lg, x, W);
+    }
+    // Sum in float64 in row order: deterministic and free of fp32 drift over long batches.
+    const l = be.kind === "cpu" ? losses.data() : losses.read();
+    let sum = 0;
+    for (let i = 0; i < N; i++) sum += l[i]!;
+    this.#count = count;
+    this.#state = withGrad ? "loss" : "none";
+    if (!withGrad && !chunked) this.#state = "logits";
+    return count > 0 ? sum / count : 0;
+  }
+
+  /** Number of targets counted by the last forward's loss. */
+  get counted(): number {
+    return this.#count;
+  }
+
+  /**
+   * Accumulates into the gradients d(mean loss)/d(every parameter), from the last
+   * forward(tokens, targets). Call zeroGrad() first unless accumulating on purpose.
+   */
+  backward(): void {
+    const op = "Model.backward";
+    this.#alive(op);
+    const g = this.grads;
+    if (!g) throw new ShapeError(`${op}: this model was created with training: false; create it with training: true to compute gradients`);
+    if (this.#state !== "loss") throw new ShapeError(`${op}: call forward(tokens, targets) first: backward needs the loss of a forward pass with targets`);
+    const { B, T, cfg } = this;
+    const N = B * T, C = cfg.dim;
+    const a = this.acts, p = this.params, be = this.backend;
+    const dres = a.get("scratch.dres"), dln = a.get("scratch.dln");
+    // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW)
+    if (this.#logitsRows < N) accumulate(g.get("lm_head.weight"), a.get("scratch.dlm_head"));
+    else {
+      be.zero(dln);
+      matmulBackward({ dinp: dln.view([N, C]), dweight: g.get("lm_head.weight") }, a.get("logits"), a.get("final.ln").view([N, C]), p.get("lm_head.weight"));
+    }
+    be.zero(dres);
+    rmsnormBackward({ dinp: dres, dweight: g.get("model.norm.weight") }, dln, a.get("final.x"), p.get("model.norm.weight"), a.get("final.rstd"));
+    for (let i = cfg.nLayers - 1; i >= 0; i--) {
+      const l = `layers.${i}.`, pre = layerPrefix(i);
+      // x_out = xmid + mlp(norm(xmid)): dres already carries the residual path; add the branch's
+      be.zero(dln);
+      this.#mlp[i]!.backward(dln, dres);
+      const wpost = `${pre}post_attention_layernorm.weight`;
+      rmsnormBackward({ dinp: dres, dweight: g.get(wpost) }, dln, a.get(`${l}xmid`), p.get(wpost), a.get(`${l}rstd2`));
+      // xmid = x + attn(norm(x))
+      be.zero(dln);
+      this.#attn[i]!.backward(dln, dres);
+      const win = `${pre}input_layernorm.weight`;
+      rmsnormBackward({ dinp: dres, dweight: g.get(win) }, dln, a.get(`${l}x`), p.get(win), a.get(`${l}rstd1`));
+    }
+    embeddingBackward(g.get("model.embed_tokens.weight"), dres, a.get("tokens"));
+  }
+
+  /**
+   * The logits (B, T, V) of the last forward: a view into the model's buffer, valid until the next
+   * forward. Available after forward(tokens) and, for an inference model, forward(tokens, targets);
+   * a training forward with targets overwrites them with their gradient.
+   */
+  logits(): Tensor<"f32"> {
+    this.#alive("Model.logits");
+    if (this.#state !== "logits")
+      throw new ShapeError(
+        "Model.logits: no logits to read: call forward(tokens) without targets first (a training forward with targets overwrites the logits with their gradient)",
+      );
+    return this.acts.get("logits").view([this.B, this.T, this.cfg.vocabSize]) as Tensor<"f32">;
+  }
+
+  /** Number of parameters (the real tensors, not the arena's alignment padding). */
+  get numParameters(): number {
+    return this.parameters.reduce((n, p) => n + p.tensor.numel, 0);
+  }
+
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    this.params.free();
+    this.grads?.free();
+    this.acts.free();
+  }
+  [Symbol.dispose](): void {
+    this.free();
+  }
+
+  #alive(op: string): void {
+    if (this.#freed) throw new ShapeError(`${op}: this model was freed`);
+  }
+
+  /** Checks shape, dtype and range of a token / target batch; returns it as host int32. */
+  #ids(op: string, what: string, x: Tokens, isTarget: boolean): Int32Array {
+    const { B, T } = this;
+    const V = this.cfg.vocabSize;
+    let ids: Int32Array;
+    if (x instanceof Int32Array) {
+      if (x.length !== B * T)
+        throw new ShapeError(`${op}: ${what} has ${x.length} ids but this model was created for B*T = ${B}*${T} = ${B * T}; create a model for your batch shape`);
+      ids = x;
+    } else if (x && typeof x === "object" && "shape" in x && "dtype" in x) {
+      const t = x as Tensor;
+      if (t.dtype !== "i32") throw new ShapeError(`${op}: ${what} must be an i32 tensor, got ${t.dtype} ${fmtShape(t.shape)}`);
+      if (t.shape.length !== 2 || t.shape[0] !== B || t.shape[1] !== T)
+        throw new ShapeError(`${op}: ${what} ${fmtShape(t.shape)} does not match the model's batch shape (B, T) = [${B}, ${T}]`);
+      if (!t.buffer.alive) throw new ShapeError(`${op}: ${what} belongs to a freed buffer`);
+      ids = t.read() as Int32Array;
+    } else throw new ShapeError(`${op}: ${what} must be an Int32Array of B*T ids or an i32 Tensor (B, T)`);
+    for (let i = 0; i < ids.length; i++) {
+      const v = ids[i]!;
+      if ((v < 0 || v >= V) && !(isTarget && v === IGNORE_INDEX))
+        throw new ShapeError(
+          `${op}: ${what}[${Math.floor(i / T)}, ${i % T}] = ${v} is outside the vocabulary [0, ${V})` +
+            (isTarget ? ` and is not the ignore index ${IGNORE_INDEX}` : "") +
+            "; check the tokenizer's vocabulary against config.vocabSize",
+        );
+    }
+    return ids;
+  }
+}
+
+export type { TensorSpec };
