@@ -42,6 +42,14 @@ describe.skipIf(!MPIRUN)("MpiCommunicator under mpirun -np 2", () => {
     for (const name of ["w1", "b1", "w2", "b2"]) expect(r.out).toMatch(new RegExp(`grad ${name}: relative error \\d\\.\\d+e-(\\d+)`));
   }, 200_000);
 
+  test("the TinyLlama model (micro preset) on 2 ranks x 2 sequences, all-reduced, equals one process on 4", async () => {
+    const r = await mpirun("model_equivalence.ts");
+    if (r.code !== 0) console.log(r.out);
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("model equivalence ok");
+    expect(r.out).toMatch(/model micro: 21 gradients, worst relative error \d\.\d+e-\d+/);
+  }, 200_000);
+
   test("ZeRO-1 AdamW (moments for the own shard only) equals replicated AdamW on all-reduced gradients", async () => {
     const r = await mpirun("zero1.ts");
     if (r.code !== 0) console.log(r.out);
