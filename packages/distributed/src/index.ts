@@ -22,3 +22,4 @@ export { MpiCommunicator, buildMpiShim, mpiLaunchInfo, MPI_INSTALL_HINT, type La
 export { bucketRanges, shardOf, shardPlan, shardRuns, sliceFlat, type FlatRun, type Shard, type ShardPlan } from "./shard.ts";
 export { createCommunicator, type CommunicatorChoice, type CreateCommunicatorOptions } from "./create.ts";
 export { NcclCommunicator, DeviceF32, buildNcclShim, ncclDeviceCount, ncclShim, isDeviceTensor, type NcclOptions } from "./nccl.ts";
+export { ZeroAdamW, type ZeroAdamWState, type ZeroStepOptions } from "./zero.ts";

@@ -1,7 +1,9 @@
 /** LocalCommunicator (world size 1) and createCommunicator's choice. */
 import { afterEach, describe, expect, test } from "bun:test";
-import { openBackend } from "@tinyllama/kernels";
-import { createCommunicator, DistributedError, LocalCommunicator, mpiLaunchInfo, resolveOptions, timeoutMessage } from "@tinyllama/distributed";
+import { Arena, openBackend } from "@tinyllama/kernels";
+import { AdamW, clipFactor, gradNorm } from "@tinyllama/optimizer";
+import { mulberry32, randn } from "@tinyllama/testing";
+import { ZeroAdamW, createCommunicator, DistributedError, LocalCommunicator, mpiLaunchInfo, resolveOptions, timeoutMessage } from "@tinyllama/distributed";
 
 const be = openBackend({ device: "cpu", threads: 1 });
 
@@ -84,5 +86,36 @@ describe("options and selection", () => {
     expect(() => createCommunicator({ tensors: "gpu" as "cuda" })).toThrow(/tensors must be "cpu" or "cuda"/);
     process.env.TINYLLAMA_COMM = "gloo";
     expect(() => createCommunicator()).toThrow(/TINYLLAMA_COMM must be auto, local, mpi or nccl/);
+  });
+});
+
+describe("ZeroAdamW with one rank", () => {
+  test("is AdamW: same parameters after clipped steps, full-size moments, the norm returned", () => {
+    const specs = [{ name: "w", shape: [9, 7] }, { name: "g", shape: [7] }];
+    const mk = () => new Arena(be, specs);
+    const [p1, g1, p2, g2] = [mk(), mk(), mk(), mk()];
+    const init = randn(p1.flat().numel, mulberry32(3));
+    p1.flat().write(init);
+    p2.flat().write(init);
+    const ref = new AdamW(p1, g1, { lr: 0.01 });
+    const z = new ZeroAdamW(new LocalCommunicator(), p2, g2, { lr: 0.01 });
+    expect(z.stateBytes).toBe(8 * p2.flat().numel);
+    for (let s = 1; s <= 3; s++) {
+      const g = randn(g1.flat().numel, mulberry32(10 + s));
+      g1.flat().write(g);
+      g2.flat().write(g);
+      const norm = gradNorm(g1);
+      ref.step(0.01, clipFactor(norm, 0.5));
+      expect(z.step(0.01, { maxGradNorm: 0.5 })).toBe(norm);
+      expect([...(p2.flat().read() as Float32Array)]).toEqual([...(p1.flat().read() as Float32Array)]);
+    }
+    g2.flat().write(new Float32Array(g2.flat().numel).fill(Number.NaN));
+    const before = p2.flat().read() as Float32Array;
+    expect(z.step(0.01, { maxGradNorm: 1 })).toBeNaN(); // skipped: parameters untouched, step count unchanged
+    expect([...(p2.flat().read() as Float32Array)]).toEqual([...before]);
+    expect(z.stepCount).toBe(3);
+    z.free();
+    ref.free();
+    for (const a of [p1, g1, p2, g2]) a.free();
   });
 });

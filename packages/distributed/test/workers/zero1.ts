@@ -2,12 +2,13 @@
  * Run under `mpirun -np N`: ZeRO-1 AdamW (each rank keeps m and v for its shard only) against
  * replicated AdamW (@tinyllama/optimizer's AdamW on all-reduced gradients), 3 steps with gradient
  * clipping active and weight decay on the 2-D tensors only. This is the recipe the README gives the
- * optimizer: shardRuns(planRuns(params), shard), shard-sized moments, a global norm from the shards.
+ * optimizer: shardRuns(planRuns(params), shard), shard-sized moments, a global norm from the shards;
+ * and the same through the packaged ZeroAdamW class, whose state must also round-trip.
  */
 import { Arena, Tensor, adamwStep, openBackend, sumsq } from "@tinyllama/kernels";
 import { mulberry32, randn, relErr } from "@tinyllama/testing";
 import { AdamW, clipFactor, defaultDecay, gradNorm, planRuns } from "@tinyllama/optimizer";
-import { MpiCommunicator, shardOf, shardRuns, sliceFlat } from "@tinyllama/distributed";
+import { MpiCommunicator, ZeroAdamW, shardOf, shardRuns, sliceFlat } from "@tinyllama/distributed";
 import { check } from "./check.ts";
 
 const comm = MpiCommunicator.open();
@@ -44,6 +45,12 @@ const runs = shardRuns(planRuns(pZ, defaultDecay), mine);
 const at = (t: Tensor, a: number, b: number) => sliceFlat(t, a, b);
 check(m.numel < n || W === 1, `ZeRO-1 moments hold ${m.numel} of ${n} floats`);
 
+// The packaged version of the same recipe.
+const pC = new Arena(be, specs), gC = new Arena(be, specs);
+pC.flat().write(initial);
+const zopt = new ZeroAdamW(comm, pC, gC, hp);
+check(zopt.stateBytes === 8 * mine.count, `ZeroAdamW holds ${zopt.stateBytes} bytes of moments`);
+
 for (let step = 1; step <= 3; step++) {
   // this rank's gradients: random, different per rank and step (padding stays zero, as after a backward)
   const local = new Arena(be, specs);
@@ -71,6 +78,12 @@ for (let step = 1; step <= 3; step++) {
     });
   comm.allGather(at(pZ.flat(), mine.start, mine.end), pZ.flat());
 
+  gC.flat().write(g);
+  const cnorm = zopt.step(hp.lr, { maxGradNorm: maxNorm });
+  check(Math.abs(cnorm - norm) <= 1e-12 * norm, `ZeroAdamW norm ${cnorm} vs ${norm}`);
+  const ec = relErr(pC.flat().read(), pRep.flat().read());
+  check(ec < 1e-6, `step ${step}: ZeroAdamW relative error ${ec}`);
+
   const e = relErr(pZ.flat().read(), pRep.flat().read());
   console.log(`rank ${rank}: step ${step}: ZeRO-1 vs replicated AdamW parameters, relative error ${e.toExponential(2)}`);
   check(e < 1e-6, `step ${step}: relative error ${e}`);
@@ -80,5 +93,16 @@ for (let step = 1; step <= 3; step++) {
 const mineP = pZ.flat().read() as Float32Array, root = Float32Array.from(mineP);
 comm.broadcast(root, 0);
 check(mineP.every((x, i) => Object.is(x, root[i])), "all ranks hold identical parameters");
+// checkpoint round trip: a fresh optimizer resumes with the same moments and step count
+const again = new ZeroAdamW(comm, pC, gC, hp);
+again.loadState(zopt.state());
+check(again.stepCount === 3 && relErr(again.m.read(), zopt.m.read()) === 0 && relErr(again.v.read(), zopt.v.read()) === 0, "ZeroAdamW state round trip");
+let threw = false;
+try {
+  again.loadState({ ...zopt.state(), shard: { start: 0, end: n } });
+} catch (e) {
+  threw = /resume with the same world size/.test((e as Error).message);
+}
+check(threw || W === 1, "loadState refuses another rank's shard");
 console.log(`rank ${rank}: zero1 ok (moments ${m.numel} of ${n} floats)`);
 comm.close();
