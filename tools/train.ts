@@ -10,6 +10,7 @@ import { describePlan, materializeBrown, sampleContinuations, train } from "@tin
 import { Tokenizer } from "@tinyllama/tokenizer";
 import type { Model } from "@tinyllama/model";
 import { corpusFiles, findInputs, prepare, progressBar } from "@tinyllama/data";
+import { createCommunicator } from "@tinyllama/distributed";
 import { CheckpointError, loadHfCheckpoint, saveHfCheckpoint, type HfCheckpoint } from "@tinyllama/checkpoint";
 import { createHash } from "node:crypto";
 import { mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
@@ -26,6 +27,8 @@ const HELP = `usage: bun run train [flags]
   --sample random|sequential  --seed N  --eval-every N  --eval-batches N  --save-every N  --keep-last N
   --resume               continue from the newest valid checkpoint in --out
   --device auto|cpu|cuda  --threads N
+  --zero                 ZeRO-1 under mpirun: each rank keeps the AdamW state of its shard only
+                         (data-parallel: mpirun -np N bun run train ...; ranks split the data)
   --dry-run              print parameter count, memory plan and FLOPs, allocate nothing
 `;
 
@@ -46,7 +49,7 @@ try {
       lr: { type: "string" }, "min-lr": { type: "string" }, warmup: { type: "string" }, "weight-decay": { type: "string" },
       "grad-clip": { type: "string" }, schedule: { type: "string" }, sample: { type: "string" }, seed: { type: "string" },
       "eval-every": { type: "string" }, "eval-batches": { type: "string" }, "save-every": { type: "string" }, "keep-last": { type: "string" },
-      resume: { type: "boolean" }, device: { type: "string" }, threads: { type: "string" }, "dry-run": { type: "boolean" }, help: { type: "boolean", short: "h" },
+      resume: { type: "boolean" }, zero: { type: "boolean" }, device: { type: "string" }, threads: { type: "string" }, "dry-run": { type: "boolean" }, help: { type: "boolean", short: "h" },
     },
   }).values;
 } catch (e) {
@@ -150,8 +153,13 @@ async function resolveData(spec: string | undefined, tokenizerSpec: string): Pro
   return cache;
 }
 
+const comm = createCommunicator();
+const root = comm.rank === 0;
 try {
-  const data = await resolveData(args.data, "llama2");
+  // rank 0 tokenises text into the cache; the others wait and then find it there
+  const data = root ? await resolveData(args.data, "llama2") : "";
+  if (comm.worldSize > 1) comm.barrier();
+  const dataPath = root ? data : await resolveData(args.data, "llama2");
   const out = resolve(args.out ?? join("runs", presetName));
   const tokenizer = await Tokenizer.llama2();
   const onFinish = async (trained: Model) => {
@@ -174,10 +182,11 @@ try {
     // decode prompt and continuation together so the word boundary between them survives
     encoded.forEach((ids, i) => console.log(`  ${tokenizer.decode([...ids, ...outs[i]!]).replace(/\n/g, " / ")}`));
   };
-  const result = await train({ model, modelName: presetName, train: tc, data, out, resume: !!args.resume, init: initCkpt?.tensors, onFinish });
+  const result = await train({ model, modelName: presetName, train: tc, data: dataPath, out, resume: !!args.resume, init: initCkpt?.tensors, onFinish, comm, zero: !!args.zero });
+  comm.close();
   if (result.stoppedOnNaN) process.exit(3);
   if (result.interrupted) process.exit(130);
 } catch (e) {
-  process.stderr.write(`train: ${(e as Error).message}\n`);
+  process.stderr.write(`train${comm.worldSize > 1 ? ` (rank ${comm.rank})` : ""}: ${(e as Error).message}\n`);
   process.exit(1);
 }
