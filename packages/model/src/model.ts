@@ -131,6 +131,21 @@ export class Model {
     }
   }
 
+  /**
+   * Bytes each arena of a model with these options would take, without allocating anything (to
+   * choose B, T or logitsChunk before create()). Includes the arenas' 64-byte alignment padding.
+   */
+  static plan(config: ModelConfig, opts: Pick<ModelOptions, "B" | "T" | "training" | "logitsChunk">): { params: number; grads: number; acts: number; logitsRows: number } {
+    const cfg = parseModelConfig(config);
+    checkBatchShape(cfg, opts.B, opts.T);
+    const training = opts.training ?? true;
+    const N = opts.B * opts.T;
+    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T), N);
+    const params = Arena.plan(parameterSpecs(cfg)).bytes;
+    const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training).specs).bytes;
+    return { params, grads: training ? params : 0, acts, logitsRows: rows };
+  }
+
   /** A model for batches of shape (B, T), initialised as TinyLlama's training code does (seeded). */
   static create(config: ModelConfig, opts: ModelOptions): Model {
     const cfg = parseModelConfig(config);

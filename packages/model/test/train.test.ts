@@ -94,6 +94,22 @@ describe("Model training", () => {
     expect(specs.slice(-2).map((s) => s.name)).toEqual(["model.norm.weight", "lm_head.weight"]);
   }, 120_000);
 
+  test("Model.plan sizes the arenas without allocating (and agrees with create)", () => {
+    const cfg = getPreset("micro");
+    const plan = Model.plan(cfg, { B: 2, T: 16 });
+    const m = Model.create(cfg, { B: 2, T: 16 });
+    try {
+      expect(plan).toEqual({ params: m.params.buffer.bytes, grads: m.grads!.buffer.bytes, acts: m.acts.buffer.bytes, logitsRows: 32 });
+    } finally {
+      m.free();
+    }
+    // 1.1B at B=8, T=2048: the (16384, 32000) logits would be 2 GiB, so they are chunked by default
+    const big = Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048 });
+    expect(big.params).toBeGreaterThanOrEqual(4 * 1_100_048_384);
+    expect(big.logitsRows).toBe(Math.floor((256 << 20) / (32000 * 4))); // 256 MiB of rows
+    expect(Model.plan(getPreset("tinyllama-1.1b"), { B: 1, T: 2048, training: false }).grads).toBe(0);
+  }, 120_000);
+
   test("a batch whose targets are all ignored has loss 0 and zero gradients", () => {
     const cfg = getPreset("micro");
     const m = Model.create(cfg, { B: 1, T: 6 });
