@@ -62,6 +62,35 @@ describe("Model training", () => {
     expect(a.grads.some((v) => v !== 0)).toBe(true);
   }, 120_000);
 
+  test("1, 2 and 3 threads give bit-identical loss and gradients (every kernel reduces in a fixed order)", () => {
+    // big enough (B*T*C = 32768) that every kernel, rmsnorm and embedding included, runs its threaded path
+    const cfg = { ...getPreset("micro"), dim: 128, hiddenDim: 344 };
+    const B = 4, T = 64;
+    const tokens = batch(B * T, cfg.vocabSize, 3), targets = batch(B * T, cfg.vocabSize, 4);
+    const be = getBackend();
+    const before = be.threads;
+    const out: { loss: number; grads: Buffer }[] = [];
+    try {
+      for (const th of [1, 2, 3]) {
+        be.threads = th;
+        const m = Model.create(cfg, { B, T, seed: 2 });
+        try {
+          const loss = m.forward(tokens, targets);
+          m.backward();
+          out.push({ loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) });
+        } finally {
+          m.free();
+        }
+      }
+    } finally {
+      be.threads = before;
+    }
+    for (const o of out.slice(1)) {
+      expect(o.loss).toBe(out[0]!.loss);
+      expect(o.grads.equals(out[0]!.grads)).toBe(true);
+    }
+  }, 120_000);
+
   test("initialisation follows TinyLlama (std per tensor kind, gains 1) and the seed", () => {
     const cfg = { ...getPreset("micro"), nLayers: 3 };
     const a = Model.create(cfg, { B: 1, T: 4, seed: 11, training: false });
