@@ -6,11 +6,13 @@ import { parseArgs } from "node:util";
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { ConfigError, defaultTrainConfig, getPreset, isPresetName, presetNames, loadModelConfig, parseTrainConfig, type ModelConfig, type TrainConfig } from "@tinyllama/config";
-import { describePlan, materializeBrown, train } from "@tinyllama/trainer";
+import { describePlan, materializeBrown, sampleContinuations, train } from "@tinyllama/trainer";
+import { Tokenizer } from "@tinyllama/tokenizer";
+import type { Model } from "@tinyllama/model";
 import { corpusFiles, findInputs, prepare, progressBar } from "@tinyllama/data";
-import { CheckpointError, loadHfCheckpoint, type HfCheckpoint } from "@tinyllama/checkpoint";
+import { CheckpointError, loadHfCheckpoint, saveHfCheckpoint, type HfCheckpoint } from "@tinyllama/checkpoint";
 import { createHash } from "node:crypto";
-import { renameSync, statSync } from "node:fs";
+import { mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { createTokenizer } from "./prepare.ts";
 
 const HELP = `usage: bun run train [flags]
@@ -97,8 +99,10 @@ try {
       keepLast: num("keep-last", args["keep-last"]), device: args.device,
     }).filter(([, v]) => v !== undefined),
   );
-  const merged = { ...defaultTrainConfig(model, { ...base, ...(overrides.steps !== undefined ? { steps: overrides.steps as number } : {}) }), ...base, ...overrides };
-  if (overrides.steps !== undefined && overrides.warmup === undefined) merged.warmup = Math.min(merged.warmup, merged.steps);
+  const steps = (overrides.steps as number | undefined) ?? (base as { steps?: number }).steps;
+  const merged = { ...defaultTrainConfig(model, steps !== undefined ? { steps } : {}), ...base, ...overrides };
+  // A run shortened with --steps keeps its warmup inside the run unless --warmup says otherwise.
+  if (overrides.warmup === undefined) merged.warmup = Math.min(merged.warmup, merged.steps);
   tc = parseTrainConfig(merged, model);
 } catch (e) {
   if (e instanceof ConfigError || e instanceof SyntaxError || e instanceof CheckpointError) fail((e as Error).message);
@@ -149,7 +153,28 @@ async function resolveData(spec: string | undefined, tokenizerSpec: string): Pro
 try {
   const data = await resolveData(args.data, "llama2");
   const out = resolve(args.out ?? join("runs", presetName));
-  const result = await train({ model, modelName: presetName, train: tc, data, out, resume: !!args.resume, init: initCkpt?.tensors });
+  const tokenizer = await Tokenizer.llama2();
+  const onFinish = async (trained: Model) => {
+    // The run directory ends with a Hugging Face export of the final model, tokenizer included.
+    const hf = join(out, "hf");
+    mkdirSync(hf, { recursive: true });
+    writeFileSync(join(hf, "tokenizer.json"), JSON.stringify(tokenizer.toJSON()));
+    writeFileSync(join(hf, "tokenizer_config.json"), JSON.stringify(tokenizer.toConfigJSON(), null, 2));
+    saveHfCheckpoint(hf, {
+      config: model,
+      tensors: new Map(trained.parameters.map((p) => [p.name, p.tensor.read()])),
+      dtype: "float32",
+    });
+    process.stderr.write(`train: Hugging Face export in ${hf}\n`);
+    if (model.vocabSize !== tokenizer.vocabSize) return; // samples need the Llama 2 vocabulary
+    const prompts = ["The jury said", "She looked at him and", "In the morning"];
+    const encoded = prompts.map((p) => tokenizer.encode(p, { bos: false, eos: false }));
+    const outs = sampleContinuations(trained, encoded, { maxNewTokens: 32, temperature: 0.8, topK: 40, seed: tc.seed });
+    console.log("\nsamples (temperature 0.8, top-k 40):");
+    // decode prompt and continuation together so the word boundary between them survives
+    encoded.forEach((ids, i) => console.log(`  ${tokenizer.decode([...ids, ...outs[i]!]).replace(/\n/g, " / ")}`));
+  };
+  const result = await train({ model, modelName: presetName, train: tc, data, out, resume: !!args.resume, init: initCkpt?.tensors, onFinish });
   if (result.stoppedOnNaN) process.exit(3);
   if (result.interrupted) process.exit(130);
 } catch (e) {

@@ -53,6 +53,42 @@ export function findCCompiler(): string {
   );
 }
 
+/** One shared library compiled from a few C files by `buildSharedLibrary` (e.g. kernels/dist's MPI and NCCL shims). */
+export interface SharedLibrarySpec {
+  /** Names the cache folder (`<build>/<name>-<hash>/`) and the file (`libtinyllama_<name>.so`). */
+  name: string;
+  /** The compiler command (e.g. "mpicc" or findCCompiler()); its `--version` is part of the cache key. */
+  compiler: string;
+  sources: string[];
+  /** Files the sources include: hashed, not compiled. */
+  headers?: string[];
+  flags: string[];
+  /** Link arguments after the sources (e.g. "-ldl"). */
+  libs?: string[];
+}
+
+/**
+ * Returns the path of a small shared library, compiling it if no build for the same sources,
+ * flags and compiler version is cached. Throws the compiler's output when compilation fails.
+ */
+export function buildSharedLibrary(spec: SharedLibrarySpec): string {
+  const version = run([spec.compiler, "--version"]).out.split("\n")[0] ?? spec.compiler;
+  const key = hashOf([...spec.sources, ...(spec.headers ?? [])], [spec.compiler, version, ...spec.flags, "|", ...(spec.libs ?? [])]);
+  const outDir = join(buildRoot(), `${spec.name}-${key}`);
+  const lib = join(outDir, `libtinyllama_${spec.name}.${process.platform === "darwin" ? "dylib" : "so"}`);
+  if (existsSync(lib)) return lib;
+  mkdirSync(outDir, { recursive: true });
+  const tmp = `${lib}.${process.pid}.tmp`; // private name + rename: concurrent ranks never load half a file
+  const cmd = [spec.compiler, ...spec.flags, "-o", tmp, ...spec.sources, ...(spec.libs ?? [])];
+  const r = run(cmd);
+  if (!r.ok) {
+    rmSync(tmp, { force: true });
+    throw new Error(`compiling ${spec.name} failed (${cmd.join(" ")}):\n${r.out}`);
+  }
+  renameSync(tmp, lib);
+  return lib;
+}
+
 export interface CpuBuildOptions {
   /** Value for -march (default "native"; e.g. "x86-64-v2" builds the portable, non-AVX-512 path). */
   arch?: string;

@@ -6,6 +6,7 @@ export { Backend, getBackend, openBackend, cudaUnavailableReason, type BackendOp
 export { buildCpuLibrary, buildCudaLibrary, cachedCudaLibrary, findCCompiler, findNvcc, kernelsDir, CUDA_GENCODES, type CpuBuildOptions, type CudaBuildOptions } from "./build.ts";
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
+export { buildSharedLibrary, type SharedLibrarySpec } from "./build.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
 export { embeddingForward, embeddingBackward, checkTokenIds } from "./ops/embedding.ts";
 export { rmsnormForward, rmsnormBackward } from "./ops/rmsnorm.ts";

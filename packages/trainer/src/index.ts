@@ -9,3 +9,4 @@ export { writeSnapshot, readSnapshot, latestSnapshot, listSnapshots, snapshotNam
 export { brownDir, detokenizeBrown, materializeBrown } from "./brown.ts";
 export { Progress, fmtDuration } from "./progress.ts";
 export { train, loadWeights, type TrainOptions, type TrainResult } from "./loop.ts";
+export { sampleContinuations, type SampleOptions } from "./samples.ts";
