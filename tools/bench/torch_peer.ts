@@ -27,7 +27,8 @@ export async function startTorchPeer(threads: number): Promise<TorchPeer | null>
     stdin: "pipe",
     stdout: "pipe",
     stderr: "inherit",
-    env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+    // Same OpenMP wait policy as ours (benchWaitPolicy() defaults it to passive in our process).
+    env: { ...process.env, OMP_NUM_THREADS: String(threads), OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? "passive" },
     cwd: join(import.meta.dir, "../.."),
   });
   const reader = proc.stdout.getReader();

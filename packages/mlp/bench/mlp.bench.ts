@@ -8,13 +8,14 @@
  */
 import { getBackend } from "@tinyllama/kernels";
 import { MlpBlock } from "@tinyllama/mlp";
-import { cpuModel } from "../../../tools/bench/harness.ts";
+import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
 import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
+const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp; the PyTorch child gets the same
 const be = getBackend();
 be.threads = threads;
-console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}\nours: ${be.buildInfo}`);
+console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}\nours: ${be.buildInfo}`);
 const peer = await startTorchPeer(threads);
 const filters = process.argv.slice(2).map((s) => s.toLowerCase());
 

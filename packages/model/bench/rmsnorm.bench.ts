@@ -6,13 +6,14 @@
  *   bun packages/model/bench/rmsnorm.bench.ts
  */
 import { getBackend, rmsnormBackward, rmsnormForward } from "@tinyllama/kernels";
-import { cpuModel } from "../../../tools/bench/harness.ts";
+import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
 import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
+const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp; the PyTorch child gets the same
 const be = getBackend();
 be.threads = threads;
-console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}\nours: ${be.buildInfo}`);
+console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}\nours: ${be.buildInfo}`);
 const peer = await startTorchPeer(threads);
 
 const shapes = [

@@ -11,18 +11,19 @@
 import { flopsPerToken, getPreset } from "@tinyllama/config";
 import { getBackend } from "@tinyllama/kernels";
 import { Model } from "@tinyllama/model";
-import { cpuModel } from "../../../tools/bench/harness.ts";
+import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
 import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
 const [preset = "tinyllama-15m", bArg = "8", tArg = "256"] = process.argv.slice(2);
 const B = Number(bArg), T = Number(tArg);
 const threads = Number(process.env.BENCH_THREADS ?? 2);
+const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp; the PyTorch child gets the same
 const be = getBackend();
 be.threads = threads;
 const cfg = getPreset(preset);
 
 console.log(`date: ${new Date().toISOString()}`);
-console.log(`cpu: ${cpuModel()}, threads: ${threads}`);
+console.log(`cpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}`);
 console.log(`ours: ${be.buildInfo}`);
 
 const model = Model.create(cfg, { B, T, seed: 1 });
