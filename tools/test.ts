@@ -6,7 +6,8 @@
 export {};
 
 const args = process.argv.slice(2);
-const proc = Bun.spawn([process.execPath, "test", ...args], {
+// Kernel builds, Chromium and training tests take longer than bun's 5 s default per test.
+const proc = Bun.spawn([process.execPath, "test", "--timeout", process.env.TINYLLAMA_TEST_TIMEOUT_MS ?? "300000", ...args], {
   stdout: "inherit",
   stderr: "pipe",
   env: { ...process.env, TINYLLAMA_QUIET: process.env.TINYLLAMA_QUIET ?? "1" },
