@@ -14,3 +14,4 @@ export { add, accumulate, scale } from "./ops/elementwise.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
+export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";

@@ -47,6 +47,9 @@ export const symbols = {
   // attention
   tl_attention_forward: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
   tl_attention_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
+  // optimizer
+  tl_sumsq: { args: [ptr, ptr, i64], returns: i32 },
+  tl_adamw_step: { args: [ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
 } as const;
 
 export type KernelSymbols = typeof symbols;
