@@ -15,3 +15,4 @@ export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
 export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
+export { attentionDecode } from "./ops/attention_decode.ts";

@@ -50,6 +50,8 @@ export const symbols = {
   // optimizer
   tl_sumsq: { args: [ptr, ptr, i64], returns: i32 },
   tl_adamw_step: { args: [ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
+  // attention decode (inference, KV cache)
+  tl_attention_decode: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
 } as const;
 
 export type KernelSymbols = typeof symbols;
