@@ -101,7 +101,7 @@ describe("attention_decode (tl_attention_decode)", () => {
       for (const n of [1, 2, 3, 2]) {
         be.threads = n;
         attentionDecode(s.out, s.tq, s.tk, s.tv, 390);
-        results.push(s.out.read());
+        results.push(s.out.read() as Float32Array);
       }
     } finally {
       be.threads = before;

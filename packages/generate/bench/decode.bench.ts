@@ -1,0 +1,168 @@
+/**
+ * Decode and prefill speed at batch 1, ours (InferenceSession: batched prefill, matrix-vector decode
+ * with attention_decode) next to llama.cpp (node-llama-cpp 3.21.1, CPU) on the same random weights
+ * exported by @tinyllama/checkpoint as an F32 GGUF, both with the same thread count, in one script.
+ * Also the resident memory (RSS) each adds while loaded and generating.
+ *
+ *   ./node_modules/.bin/bun packages/generate/bench/decode.bench.ts [presets] [--threads N] [--rounds R]
+ *   presets: comma-separated, default tinyllama-15m,tinyllama-1.1b
+ *
+ * Greedy decoding (argmax) on both sides. The 1.1B model is 4.4 GB in f32: ours is freed before
+ * llama.cpp loads its copy, and that run is kept short (32-token prompt, 16 new tokens).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { getPreset, type ModelConfig } from "@tinyllama/config";
+import { writeGguf, type GgufTokenizer } from "@tinyllama/checkpoint";
+import { openBackend } from "@tinyllama/kernels";
+import { Model } from "@tinyllama/model";
+import { mulberry32, randn } from "@tinyllama/testing";
+import { InferenceSession, argmax } from "../src/index.ts";
+
+const args = process.argv.slice(2);
+const flag = (name: string, dflt: number): number => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? Number(args[i + 1]) : dflt;
+};
+const THREADS = flag("threads", 2);
+const ROUNDS = flag("rounds", 3);
+const presets = (args.find((a) => !a.startsWith("--") && !/^\d+$/.test(a)) ?? "tinyllama-15m,tinyllama-1.1b").split(",");
+const rssMB = (): number => process.memoryUsage().rss / 2 ** 20;
+const be = openBackend({ device: "cpu", threads: THREADS });
+
+/** Random weights fast: a 1M-value normal block tiled over each tensor (speed does not depend on values). */
+function randomize(model: Model): void {
+  const block = randn(1 << 20, mulberry32(1), 1);
+  for (const { name, tensor } of model.parameters) {
+    const d = tensor.data();
+    if (name.endsWith("norm.weight")) {
+      d.fill(1);
+      continue;
+    }
+    const std = name.includes("embed") ? 1 : 1 / Math.sqrt(tensor.shape[1]!);
+    const off = (name.length * 7919) % 4096; // shift per tensor so layers differ
+    for (let i = 0; i < d.length; i += block.length - off) {
+      const n = Math.min(block.length - off, d.length - i);
+      d.set(block.subarray(off, off + n), i);
+    }
+    for (let i = 0; i < d.length; i++) d[i]! *= std;
+  }
+}
+
+/** A synthetic vocabulary (llama.cpp needs one in the file; generation here is by ids). */
+function vocab(V: number): GgufTokenizer {
+  const tokens = ["<unk>", "<s>", "</s>", ...Array.from({ length: 256 }, (_, b) => `<0x${b.toString(16).toUpperCase().padStart(2, "0")}>`)];
+  for (let i = tokens.length; i < V; i++) tokens.push(`\u2581t${i}`);
+  const types = tokens.map((_, i) => (i === 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1));
+  return { tokens, scores: tokens.map((_, i) => -i), types, bosId: 1, eosId: 2, unkId: 0, addBos: true, addEos: false };
+}
+
+interface Run {
+  prefillTps: number;
+  decodeTps: number;
+  rssMB: number;
+  ids: number[];
+}
+
+const promptOf = (P: number, V: number): number[] => Array.from({ length: P }, (_, i) => (i === 0 ? 1 : 259 + ((i * 7919) % (V - 259))));
+
+function ours(session: InferenceSession, prompt: number[], steps: number): Omit<Run, "rssMB"> {
+  const t0 = performance.now();
+  let id = argmax(session.prefill(prompt).data());
+  const t1 = performance.now();
+  const ids = [id];
+  for (let i = 0; i < steps; i++) {
+    id = argmax(session.step([id]).data());
+    ids.push(id);
+  }
+  const t2 = performance.now();
+  return { prefillTps: prompt.length / ((t1 - t0) / 1000), decodeTps: steps / ((t2 - t1) / 1000), ids };
+}
+
+type NodeLlamaCpp = typeof import("node-llama-cpp");
+type Llama = Awaited<ReturnType<NodeLlamaCpp["getLlama"]>>;
+type LModel = Awaited<ReturnType<Llama["loadModel"]>>;
+
+async function theirs(lmodel: LModel, prompt: number[], steps: number, maxT: number): Promise<Omit<Run, "rssMB">> {
+  const ctx = await lmodel.createContext({ contextSize: maxT, threads: THREADS, batchSize: 512, flashAttention: false });
+  try {
+    const seq = ctx.getSequence();
+    // Prefill: all but the last prompt token without sampling, then the last one yields the first new token.
+    const t0 = performance.now();
+    await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(0, -1) as never[]);
+    const ids: number[] = [];
+    const gen = seq.evaluate(prompt.slice(-1) as never[], { temperature: 0 });
+    let r = await gen.next();
+    const t1 = performance.now();
+    ids.push(Number(r.value));
+    for (let i = 0; i < steps; i++) {
+      r = await gen.next();
+      ids.push(Number(r.value));
+    }
+    const t2 = performance.now();
+    await gen.return();
+    return { prefillTps: prompt.length / ((t1 - t0) / 1000), decodeTps: steps / ((t2 - t1) / 1000), ids };
+  } finally {
+    await ctx.dispose();
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+
+const nlc: NodeLlamaCpp = await import("node-llama-cpp");
+const llama = await nlc.getLlama({ gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error });
+const dir = mkdtempSync(join(tmpdir(), "decode-bench-"));
+console.log(`threads ${THREADS} (both); ours: ${be.buildInfo}; llama.cpp: node-llama-cpp 3.21.1 CPU, F32 GGUF, f16 KV cache (its default)`);
+console.log("model            side       prefill tok/s   decode tok/s   RSS added   (decode ratio ours/llama.cpp, prefill ratio)");
+
+try {
+  for (const name of presets) {
+    const cfg: ModelConfig = getPreset(name);
+    const big = cfg.dim >= 2048;
+    const P = 32, steps = big ? 16 : 128, maxT = P + steps + 8;
+    const rounds = big ? 1 : ROUNDS;
+    const prompt = promptOf(P, cfg.vocabSize);
+    const gguf = join(dir, `${name}.gguf`);
+
+    const base = rssMB();
+    const model = Model.create(cfg, { backend: be, B: 1, T: 1, training: false, init: false });
+    randomize(model);
+    writeGguf(gguf, { config: cfg, tensors: new Map(model.parameters.map((p) => [p.name, p.tensor.data()])), tokenizer: vocab(cfg.vocabSize), dtype: "F32", name });
+    const session = InferenceSession.create(model, { maxT });
+    const ourRuns: Run[] = [];
+    const theirRuns: Run[] = [];
+    let lmodel: LModel | null = null;
+    let theirBase = 0;
+    const runTheirs = async (): Promise<void> => {
+      if (!lmodel) {
+        theirBase = rssMB();
+        lmodel = await llama.loadModel({ modelPath: gguf, gpuLayers: 0, useMmap: true });
+      }
+      const r = await theirs(lmodel, prompt, steps, maxT);
+      theirRuns.push({ ...r, rssMB: rssMB() - theirBase });
+    };
+    // Interleaved rounds (15M): both sides see the same machine load. 1.1B: ours, free it, then llama.cpp.
+    for (let k = 0; k < rounds; k++) {
+      const r = ours(session, prompt, steps);
+      ourRuns.push({ ...r, rssMB: rssMB() - base });
+      if (!big) await runTheirs();
+    }
+    session.free();
+    model.free();
+    if (big) await runTheirs();
+    await (lmodel as LModel | null)?.dispose();
+    rmSync(gguf, { force: true });
+
+    const o = { p: median(ourRuns.map((r) => r.prefillTps)), d: median(ourRuns.map((r) => r.decodeTps)), m: Math.max(...ourRuns.map((r) => r.rssMB)) };
+    const t = { p: median(theirRuns.map((r) => r.prefillTps)), d: median(theirRuns.map((r) => r.decodeTps)), m: Math.max(...theirRuns.map((r) => r.rssMB)) };
+    const same = ourRuns[0]!.ids.filter((x, i) => x === theirRuns[0]!.ids[i]).length;
+    const line = (side: string, x: typeof o): string => `${name.padEnd(16)} ${side.padEnd(10)} ${x.p.toFixed(1).padStart(13)} ${x.d.toFixed(2).padStart(14)} ${x.m.toFixed(0).padStart(8)} MB`;
+    console.log(line("ours", o));
+    console.log(line("llama.cpp", t) + `   decode ${(o.d / t.d).toFixed(2)}x, prefill ${(o.p / t.p).toFixed(2)}x`);
+    console.log(`${"".padEnd(16)} (${rounds} round(s), median; prompt ${P}, ${steps} decode steps; greedy ids agree on ${same}/${steps + 1})`);
+  }
+} finally {
+  await llama.dispose();
+  rmSync(dir, { recursive: true, force: true });
+}
