@@ -7,8 +7,9 @@
  *   ./node_modules/.bin/bun packages/generate/bench/decode.bench.ts [presets] [--threads N] [--rounds R]
  *   presets: comma-separated, default tinyllama-15m,tinyllama-1.1b
  *
- * Greedy decoding (argmax) on both sides. The 1.1B model is 4.4 GB in f32: ours is freed before
- * llama.cpp loads its copy, and that run is kept short (32-token prompt, 16 new tokens).
+ * Greedy decoding (argmax) on both sides, rounds interleaved (ours, llama.cpp, ours, ...) so both see
+ * the same machine load. The 1.1B model is 4.4 GB in f32 on each side (~9 GB resident together), so
+ * its runs are short: 32-token prompt, 16 new tokens, 2 rounds.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -29,6 +30,10 @@ const THREADS = flag("threads", 2);
 const ROUNDS = flag("rounds", 3);
 const presets = (args.find((a) => !a.startsWith("--") && !/^\d+$/.test(a)) ?? "tinyllama-15m,tinyllama-1.1b").split(",");
 const rssMB = (): number => process.memoryUsage().rss / 2 ** 20;
+const cpuMs = (): number => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 const be = openBackend({ device: "cpu", threads: THREADS });
 
 /** Random weights fast: a 1M-value normal block tiled over each tensor (speed does not depend on values). */
@@ -61,6 +66,9 @@ function vocab(V: number): GgufTokenizer {
 interface Run {
   prefillTps: number;
   decodeTps: number;
+  /** the same rates over process CPU time (all threads): robust on a shared, oversubscribed machine */
+  prefillCpuTps: number;
+  decodeCpuTps: number;
   rssMB: number;
   ids: number[];
 }
@@ -68,16 +76,21 @@ interface Run {
 const promptOf = (P: number, V: number): number[] => Array.from({ length: P }, (_, i) => (i === 0 ? 1 : 259 + ((i * 7919) % (V - 259))));
 
 function ours(session: InferenceSession, prompt: number[], steps: number): Omit<Run, "rssMB"> {
-  const t0 = performance.now();
+  const c0 = cpuMs(), t0 = performance.now();
   let id = argmax(session.prefill(prompt).data());
-  const t1 = performance.now();
+  const c1 = cpuMs(), t1 = performance.now();
   const ids = [id];
   for (let i = 0; i < steps; i++) {
     id = argmax(session.step([id]).data());
     ids.push(id);
   }
-  const t2 = performance.now();
-  return { prefillTps: prompt.length / ((t1 - t0) / 1000), decodeTps: steps / ((t2 - t1) / 1000), ids };
+  const c2 = cpuMs(), t2 = performance.now();
+  return rates(prompt.length, steps, [t0, t1, t2], [c0, c1, c2], ids);
+}
+
+function rates(P: number, steps: number, t: number[], c: number[], ids: number[]): Omit<Run, "rssMB"> {
+  const per = (n: number, ms: number): number => n / (ms / 1000);
+  return { prefillTps: per(P, t[1]! - t[0]!), decodeTps: per(steps, t[2]! - t[1]!), prefillCpuTps: per(P, c[1]! - c[0]!), decodeCpuTps: per(steps, c[2]! - c[1]!), ids };
 }
 
 type NodeLlamaCpp = typeof import("node-llama-cpp");
@@ -89,20 +102,20 @@ async function theirs(lmodel: LModel, prompt: number[], steps: number, maxT: num
   try {
     const seq = ctx.getSequence();
     // Prefill: all but the last prompt token without sampling, then the last one yields the first new token.
-    const t0 = performance.now();
+    const c0 = cpuMs(), t0 = performance.now();
     await seq.evaluateWithoutGeneratingNewTokens(prompt.slice(0, -1) as never[]);
     const ids: number[] = [];
     const gen = seq.evaluate(prompt.slice(-1) as never[], { temperature: 0 });
     let r = await gen.next();
-    const t1 = performance.now();
+    const c1 = cpuMs(), t1 = performance.now();
     ids.push(Number(r.value));
     for (let i = 0; i < steps; i++) {
       r = await gen.next();
       ids.push(Number(r.value));
     }
-    const t2 = performance.now();
+    const c2 = cpuMs(), t2 = performance.now();
     await gen.return();
-    return { prefillTps: prompt.length / ((t1 - t0) / 1000), decodeTps: steps / ((t2 - t1) / 1000), ids };
+    return rates(prompt.length, steps, [t0, t1, t2], [c0, c1, c2], ids);
   } finally {
     await ctx.dispose();
   }
@@ -114,17 +127,19 @@ const nlc: NodeLlamaCpp = await import("node-llama-cpp");
 const llama = await nlc.getLlama({ gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error });
 const dir = mkdtempSync(join(tmpdir(), "decode-bench-"));
 console.log(`threads ${THREADS} (both); ours: ${be.buildInfo}; llama.cpp: node-llama-cpp 3.21.1 CPU, F32 GGUF, f16 KV cache (its default)`);
-console.log("model            side       prefill tok/s   decode tok/s   RSS added   (decode ratio ours/llama.cpp, prefill ratio)");
+console.log("tok/s over wall time and over process CPU time (user+sys, all threads; robust when the machine is oversubscribed)");
+console.log("model            side       prefill  pre(cpu)    decode  dec(cpu)  RSS added");
 
 try {
   for (const name of presets) {
     const cfg: ModelConfig = getPreset(name);
     const big = cfg.dim >= 2048;
     const P = 32, steps = big ? 16 : 128, maxT = P + steps + 8;
-    const rounds = big ? 1 : ROUNDS;
+    const rounds = big ? Math.min(ROUNDS, 2) : ROUNDS;
     const prompt = promptOf(P, cfg.vocabSize);
     const gguf = join(dir, `${name}.gguf`);
 
+    Bun.gc(true);
     const base = rssMB();
     const model = Model.create(cfg, { backend: be, B: 1, T: 1, training: false, init: false });
     randomize(model);
@@ -142,24 +157,28 @@ try {
       const r = await theirs(lmodel, prompt, steps, maxT);
       theirRuns.push({ ...r, rssMB: rssMB() - theirBase });
     };
-    // Interleaved rounds (15M): both sides see the same machine load. 1.1B: ours, free it, then llama.cpp.
+    // Interleaved rounds: both sides see the same machine load. Ours' RSS is read before llama.cpp loads.
     for (let k = 0; k < rounds; k++) {
       const r = ours(session, prompt, steps);
-      ourRuns.push({ ...r, rssMB: rssMB() - base });
-      if (!big) await runTheirs();
+      ourRuns.push({ ...r, rssMB: k === 0 ? rssMB() - base : ourRuns[0]!.rssMB });
+      await runTheirs();
     }
     session.free();
     model.free();
-    if (big) await runTheirs();
     await (lmodel as LModel | null)?.dispose();
     rmSync(gguf, { force: true });
 
-    const o = { p: median(ourRuns.map((r) => r.prefillTps)), d: median(ourRuns.map((r) => r.decodeTps)), m: Math.max(...ourRuns.map((r) => r.rssMB)) };
-    const t = { p: median(theirRuns.map((r) => r.prefillTps)), d: median(theirRuns.map((r) => r.decodeTps)), m: Math.max(...theirRuns.map((r) => r.rssMB)) };
+    const sum = (runs: Run[]) => ({
+      p: median(runs.map((r) => r.prefillTps)), d: median(runs.map((r) => r.decodeTps)),
+      pc: median(runs.map((r) => r.prefillCpuTps)), dc: median(runs.map((r) => r.decodeCpuTps)), m: Math.max(...runs.map((r) => r.rssMB)),
+    });
+    const o = sum(ourRuns), t = sum(theirRuns);
     const same = ourRuns[0]!.ids.filter((x, i) => x === theirRuns[0]!.ids[i]).length;
-    const line = (side: string, x: typeof o): string => `${name.padEnd(16)} ${side.padEnd(10)} ${x.p.toFixed(1).padStart(13)} ${x.d.toFixed(2).padStart(14)} ${x.m.toFixed(0).padStart(8)} MB`;
+    const line = (side: string, x: typeof o): string =>
+      `${name.padEnd(16)} ${side.padEnd(10)} ${x.p.toFixed(1).padStart(9)} ${x.pc.toFixed(1).padStart(9)} ${x.d.toFixed(2).padStart(9)} ${x.dc.toFixed(2).padStart(9)} ${x.m.toFixed(0).padStart(7)} MB`;
     console.log(line("ours", o));
-    console.log(line("llama.cpp", t) + `   decode ${(o.d / t.d).toFixed(2)}x, prefill ${(o.p / t.p).toFixed(2)}x`);
+    console.log(line("llama.cpp", t));
+    console.log(`${"".padEnd(16)} ratio ours/llama.cpp: decode ${(o.d / t.d).toFixed(2)}x wall, ${(o.dc / t.dc).toFixed(2)}x cpu; prefill ${(o.p / t.p).toFixed(2)}x wall, ${(o.pc / t.pc).toFixed(2)}x cpu`);
     console.log(`${"".padEnd(16)} (${rounds} round(s), median; prompt ${P}, ${steps} decode steps; greedy ids agree on ${same}/${steps + 1})`);
   }
 } finally {

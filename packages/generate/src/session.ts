@@ -36,6 +36,12 @@ export interface SessionOptions {
   B?: number;
   /** Cache length: the longest prompt + generation. Default the model's context (maxSeqLen). */
   maxT?: number;
+  /**
+   * After one shape-checked step, replay decode steps as raw kernel calls over pointers resolved
+   * once (bit-identical, ~25% faster on small models). Default true; false keeps every step on the
+   * checked wrappers.
+   */
+  compiled?: boolean;
 }
 
 interface LayerWeights {
@@ -74,8 +80,13 @@ export class InferenceSession {
   readonly #sin: Tensor;
   #pos = 0;
   #freed = false;
+  /** The validated decode step (see #compilePlan), built by the first step(). */
+  #plan: ((pos: number) => void) | null = null;
 
-  private constructor(model: Model, B: number, maxT: number) {
+  readonly #compiled: boolean;
+
+  private constructor(model: Model, B: number, maxT: number, compiled: boolean) {
+    this.#compiled = compiled;
     const cfg = model.cfg;
     this.model = model;
     this.cfg = cfg;
@@ -143,7 +154,7 @@ export class InferenceSession {
     if (!Number.isInteger(B) || B <= 0) throw new ShapeError(`InferenceSession: B must be a positive integer, got ${B}`);
     if (!Number.isInteger(maxT) || maxT <= 0 || maxT > model.cfg.maxSeqLen)
       throw new ShapeError(`InferenceSession: maxT must be an integer in [1, ${model.cfg.maxSeqLen}] (the model's context), got ${maxT}`);
-    return new InferenceSession(model, B, maxT);
+    return new InferenceSession(model, B, maxT, opts.compiled ?? true);
   }
 
   /** Tokens already in the cache (the position of the next token). */
@@ -186,11 +197,17 @@ export class InferenceSession {
     const pos = this.#pos;
     if (pos >= this.maxT)
       throw new ShapeError(`${op}: the cache is full (${this.maxT} tokens); start a new prefill or create the session with a larger maxT`);
+    if (!this.model.params.buffer.alive) throw new ShapeError(`${op}: the model was freed; a session needs its model alive`);
+    const tok = this.arena.get("tokens");
+    tok.write(this.#ids(op, tokens));
+    if (this.#plan) {
+      this.#plan(pos);
+      this.#pos = pos + 1;
+      return this.#head1();
+    }
     const { cfg, B, backend: be } = this;
     const { C, NH, NKV, HD } = dimsOf(cfg);
     const a = this.arena, eps = cfg.normEps, ks = NKV * HD;
-    const tok = a.get("tokens");
-    tok.write(this.#ids(op, tokens));
     const x = a.get("x"), ln = a.get("ln"), rstd = a.get("rstd"), q = a.get("q"), k = a.get("k"), v = a.get("v");
     const att = a.get("att"), out = a.get("out"), gate = a.get("gate"), up = a.get("up"), h = a.get("h");
     embeddingForward(x.view([B, 1, C]), tok, this.#embed);
@@ -221,8 +238,63 @@ export class InferenceSession {
       matmulForward(out, h, L.wd);
       add(x, x, out);
     }
+    // Every shape of a decode step is now checked by the wrappers above; later steps replay the same
+    // kernel calls with the pointers resolved once (only pos changes).
+    if (this.#compiled) this.#plan = this.#compilePlan();
     this.#pos = pos + 1;
     return this.#head1();
+  }
+
+  /**
+   * The decode step as raw kernel calls over fixed pointers (the shape-checked wrappers cost ~5 us
+   * each, a quarter of a 15M-parameter model's step). Built after one step ran through the
+   * wrappers, so every size and buffer here has been validated; each return code is still checked.
+   * Same calls, same order as step()'s checked path, so results are bit-identical.
+   */
+  #compilePlan(): (pos: number) => void {
+    const { cfg, B, maxT, backend: be } = this;
+    const { C, NH, NKV, HD, H, V } = dimsOf(cfg);
+    const lib = be.lib, a = this.arena, eps = cfg.normEps, ks = NKV * HD;
+    const P = (t: Tensor): number => t.ptr("InferenceSession.step") as unknown as number;
+    const x = P(a.get("x")), ln = P(a.get("ln")), rstd = P(a.get("rstd")), q = P(a.get("q")), k = P(a.get("k")), v = P(a.get("v"));
+    const att = P(a.get("att")), out = P(a.get("out")), gate = P(a.get("gate")), up = P(a.get("up")), h = P(a.get("h")), tok = P(a.get("tokens"));
+    const cos = P(this.#cos), sin = P(this.#sin), embed = P(this.#embed);
+    const layers = this.#layers.map((L) => ({
+      ln1: P(L.ln1), wq: P(L.wq), wk: P(L.wk), wv: P(L.wv), wo: P(L.wo), ln2: P(L.ln2), wg: P(L.wg), wu: P(L.wu), wd: P(L.wd), kc: P(L.kc), vc: P(L.vc),
+    }));
+    const rowBytes = ks * 4, seqBytes = maxT * rowBytes;
+    const ck = (op: string, rc: number): void => {
+      if (rc !== 0) be.check(op, rc);
+    };
+    type Ptr = Parameters<typeof lib.tl_add>[0];
+    const p = (n: number): Ptr => n as unknown as Ptr;
+    void V;
+    return (pos: number): void => {
+      ck("embedding_forward", lib.tl_embedding_forward(p(x), p(tok), p(embed), B, C, cfg.vocabSize));
+      for (const L of layers) {
+        ck("rmsnorm_forward", lib.tl_rmsnorm_forward(p(ln), p(rstd), p(x), p(L.ln1), B, C, eps));
+        ck("matmul_forward", lib.tl_matmul_forward(p(q), p(ln), p(L.wq), null, B, C, NH * HD));
+        const kdst = B === 1 ? L.kc + pos * rowBytes : k, vdst = B === 1 ? L.vc + pos * rowBytes : v;
+        ck("matmul_forward", lib.tl_matmul_forward(p(kdst), p(ln), p(L.wk), null, B, C, ks));
+        ck("matmul_forward", lib.tl_matmul_forward(p(vdst), p(ln), p(L.wv), null, B, C, ks));
+        ck("rope_forward", lib.tl_rope_forward(p(q), p(q), p(cos), p(sin), B, 1, NH, HD, pos, maxT));
+        ck("rope_forward", lib.tl_rope_forward(p(kdst), p(kdst), p(cos), p(sin), B, 1, NKV, HD, pos, maxT));
+        if (B > 1)
+          for (let b = 0; b < B; b++) {
+            ck("copy", lib.tl_copy(p(L.kc + b * seqBytes + pos * rowBytes), p(k + b * rowBytes), rowBytes));
+            ck("copy", lib.tl_copy(p(L.vc + b * seqBytes + pos * rowBytes), p(v + b * rowBytes), rowBytes));
+          }
+        ck("attention_decode", lib.tl_attention_decode(p(att), p(q), p(L.kc), p(L.vc), B, NH, NKV, HD, maxT, pos));
+        ck("matmul_forward", lib.tl_matmul_forward(p(out), p(att), p(L.wo), null, B, NH * HD, C));
+        ck("add", lib.tl_add(p(x), p(x), p(out), B * C));
+        ck("rmsnorm_forward", lib.tl_rmsnorm_forward(p(ln), p(rstd), p(x), p(L.ln2), B, C, eps));
+        ck("matmul_forward", lib.tl_matmul_forward(p(gate), p(ln), p(L.wg), null, B, C, H));
+        ck("matmul_forward", lib.tl_matmul_forward(p(up), p(ln), p(L.wu), null, B, C, H));
+        ck("swiglu_forward", lib.tl_swiglu_forward(p(h), p(gate), p(up), B * H));
+        ck("matmul_forward", lib.tl_matmul_forward(p(out), p(h), p(L.wd), null, B, H, C));
+        ck("add", lib.tl_add(p(x), p(x), p(out), B * C));
+      }
+    };
   }
 
   /**

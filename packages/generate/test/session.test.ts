@@ -133,6 +133,17 @@ describe("a PyTorch-written Hugging Face checkpoint (tools/reference/generate_fi
   }, 120_000);
 });
 
+test("the compiled decode plan (every step after the first) is bit-identical to the checked path", () => {
+  const { model } = open("gen_tiny_f32");
+  for (const b of [1, 2]) {
+    const n = 12, toks = Int32Array.from({ length: n * b }, (_, i) => (i * 53 + 7) % 512);
+    const col = (j: number): Int32Array => Int32Array.from({ length: b }, (_, i) => toks[i * n + j]!);
+    using checked = InferenceSession.create(model, { B: b, compiled: false }), planned = InferenceSession.create(model, { B: b });
+    expect(planned.prefill(col(0)).read()).toEqual(checked.prefill(col(0)).read());
+    for (let j = 1; j < n; j++) expect([j, planned.step(col(j)).read()]).toEqual([j, checked.step(col(j)).read()]);
+  }
+}, 120_000);
+
 describe("misuse", () => {
   test("bad ids, long prompts, a full cache, wrong step width and use after free are Errors", () => {
     const { model } = open("gen_tiny_f32");
@@ -151,6 +162,17 @@ describe("misuse", () => {
     s.free();
     expect(() => s.step([3])).toThrow(/this session was freed/);
     s.free(); // idempotent
+  }, 120_000);
+
+  test("a session whose model was freed throws instead of reading freed weights", () => {
+    const { model } = loadModel(join(FIX, "gen_tiny_f32"));
+    const s = InferenceSession.create(model);
+    s.prefill([1, 2]);
+    s.step([3]); // compiles the raw-pointer plan
+    model.free();
+    expect(() => s.step([4])).toThrow(/the model was freed/);
+    expect(() => s.prefill([1, 2])).toThrow(/freed/);
+    s.free();
   }, 120_000);
 
   test("generation stops at EOS (not included) and when the context fills", () => {
