@@ -152,7 +152,8 @@ try {
     const runTheirs = async (): Promise<void> => {
       if (!lmodel) {
         theirBase = rssMB();
-        lmodel = await llama.loadModel({ modelPath: gguf, gpuLayers: 0, useMmap: true });
+        // Weights read into memory (no mmap), like ours: nothing can be paged back out to the file mid-run.
+        lmodel = await llama.loadModel({ modelPath: gguf, gpuLayers: 0, useMmap: false });
       }
       const r = await theirs(lmodel, prompt, steps, maxT);
       theirRuns.push({ ...r, rssMB: rssMB() - theirBase });
