@@ -159,9 +159,18 @@ try {
       theirRuns.push({ ...r, rssMB: rssMB() - theirBase });
     };
     // Interleaved rounds: both sides see the same machine load. Ours' RSS is read before llama.cpp loads.
+    // Small models get one unrecorded warm-up round each first (JIT, first-touch page faults, thread pools).
+    let ourRss = 0;
+    if (!big) {
+      ours(session, prompt, steps);
+      ourRss = rssMB() - base;
+      await runTheirs();
+      theirRuns.length = 0;
+    }
     for (let k = 0; k < rounds; k++) {
       const r = ours(session, prompt, steps);
-      ourRuns.push({ ...r, rssMB: k === 0 ? rssMB() - base : ourRuns[0]!.rssMB });
+      if (k === 0 && big) ourRss = rssMB() - base;
+      ourRuns.push({ ...r, rssMB: ourRss });
       await runTheirs();
     }
     session.free();
