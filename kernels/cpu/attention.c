@@ -461,13 +461,16 @@ int tl_attention_forward(float *out, float *lse, const float *q, const float *k,
       oom = 1;
     }
     transpose_panels(KT, k, &D);
-    /* Round-robin (static,1) balances the causal triangle: later query blocks cost more. */
-#pragma omp for schedule(static, 1)
+    /* Query block qb costs qb+1 tile pairs. Tasks are handed out dynamically, longest first:
+     * which thread runs a task never changes its arithmetic (each task alone writes its rows,
+     * in a fixed order), so results stay bit-for-bit identical while the causal triangle no
+     * longer leaves threads idle (a static round-robin gave one of 2 threads 60% of the work). */
+#pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < ntasks; task++) {
       if (!ws) continue;
-      const int qb = (int)(task % D.NQB);
-      const int h = (int)((task / D.NQB) % NH);
-      const int b = (int)(task / ((int64_t)D.NQB * NH));
+      const int qb = D.NQB - 1 - (int)(task / ((int64_t)B * NH));
+      const int h = (int)(task % NH);
+      const int b = (int)((task / NH) % B);
       fwd_task(out, lse, q, KT, v, b, h, qb, &D, ws);
     }
     free(ws);
@@ -631,22 +634,23 @@ int tl_attention_backward(float *dq, float *dk, float *dv, const float *dout, co
     } else {
       transpose_panels(KT, k, &D);
       transpose_panels(VT, v, &D);
-      /* Pass 1: each (b, kv head, key block) owns its dK/dV rows. */
-#pragma omp for schedule(static, 1)
+      /* Pass 1: each (b, kv head, key block) owns its dK/dV rows. Dynamic, longest (kb = 0)
+       * first; as in the forward, the assignment cannot change the results. */
+#pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < (int64_t)B * NKV * D.NKB; task++) {
         if (!ws) continue;
-        const int kb = (int)(task % D.NKB);
-        const int kvh = (int)((task / D.NKB) % NKV);
-        const int b = (int)(task / ((int64_t)D.NKB * NKV));
+        const int kb = (int)(task / ((int64_t)B * NKV));
+        const int kvh = (int)(task % NKV);
+        const int b = (int)((task / NKV) % B);
         bwd_kv_block(NULL, dk, dv, dout, q, k, v, lse, Dsum, b, kvh, kb, &D, ws);
       }
-      /* Pass 2: each (b, head, query block) owns its dQ rows. */
-#pragma omp for schedule(static, 1)
+      /* Pass 2: each (b, head, query block) owns its dQ rows; longest (last qb) first. */
+#pragma omp for schedule(dynamic, 1)
       for (int64_t task = 0; task < (int64_t)B * NH * D.NQB; task++) {
         if (!ws) continue;
-        const int qb = (int)(task % D.NQB);
-        const int h = (int)((task / D.NQB) % NH);
-        const int b = (int)(task / ((int64_t)D.NQB * NH));
+        const int qb = D.NQB - 1 - (int)(task / ((int64_t)B * NH));
+        const int h = (int)(task % NH);
+        const int b = (int)((task / NH) % B);
         bwd_q_block(dq, dout, q, k, KT, VT, lse, Dsum, b, h, qb, &D, ws);
       }
     }

@@ -56,8 +56,8 @@ static int check(const char *who, const void *out, const void *inp, const float 
   return TL_OK;
 }
 
-/* out (B,T,NH,HD), inp (B,T,NH,HD); out may alias inp because each pair (i, i+HD/2) is read
- * before it is written. */
+/* out (B,T,NH,HD), inp (B,T,NH,HD); out may be inp itself (exactly, not shifted) because each
+ * pair (i, i+HD/2) is read before it is written. */
 int tl_rope_forward(float *out, const float *inp, const float *cos_, const float *sin_, int B,
                     int T, int NH, int HD, int pos0, int maxT) {
   int rc = check("tl_rope_forward", out, inp, cos_, sin_, B, T, NH, HD, pos0, maxT);
@@ -71,6 +71,9 @@ int tl_rope_forward(float *out, const float *inp, const float *cos_, const float
         int64_t off = (((int64_t)b * T + t) * NH + h) * HD;
         const float *x = inp + off;
         float *o = out + off;
+        /* In place (o == x) each lane reads its pair before writing it, so no iteration depends
+         * on another; without ivdep gcc's alias check sends the in-place call down a scalar loop. */
+#pragma GCC ivdep
         for (int i = 0; i < H2; i++) {
           float x1 = x[i], x2 = x[i + H2];
           o[i] = x1 * c[i] - x2 * s[i];
@@ -97,6 +100,7 @@ int tl_rope_backward(float *dinp, const float *dout, const float *cos_, const fl
         int64_t off = (((int64_t)b * T + t) * NH + h) * HD;
         const float *d = dout + off;
         float *dx = dinp + off;
+#pragma GCC ivdep /* dinp never aliases dout (checked above) */
         for (int i = 0; i < H2; i++) {
           float d1 = d[i], d2 = d[i + H2];
           dx[i] += d1 * c[i] + d2 * s[i];

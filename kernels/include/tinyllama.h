@@ -135,6 +135,28 @@ int tl_sumsq(double *out, const float *x, int64_t N);
 int tl_adamw_step(float *param, const float *grad, float *m, float *v, int64_t N, float lr,
                   float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);
 
+/* ------------------------------------------------------------------- bf16 ---- */
+/* bf16 mixed precision: the minimum a bf16 training step needs. bf16 values are stored as
+ * uint16_t (the upper half of an IEEE fp32); fp32 -> bf16 rounds to nearest even (NaN stays NaN).
+ * Recipe: fp32 master weights, m, v and gradients; bf16 copies of the weights and of the
+ * matmul inputs; every matmul accumulates in fp32 and rounds its result once. Other ops run in
+ * fp32 on activations cast around the matmuls. No bias: the Llama Linear layers have none. */
+/* out (N) = bf16(inp (N)) */
+int tl_cast_f32_to_bf16(uint16_t *out, const float *inp, int64_t N);
+/* out (N) = float(inp (N)), exact */
+int tl_cast_bf16_to_f32(float *out, const uint16_t *inp, int64_t N);
+/* out (N,OC) = bf16(inp (N,C) @ weight (OC,C)^T), fp32 accumulation; all bf16. */
+int tl_matmul_forward_bf16(uint16_t *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC);
+/* dinp (N,C) bf16 nullable: dinp = bf16(dinp + dout @ weight);
+ * dweight (OC,C) fp32 nullable: dweight += dout^T @ inp (fp32 master gradient);
+ * dout (N,OC), inp (N,C), weight (OC,C) bf16. */
+int tl_matmul_backward_bf16(uint16_t *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
+                            const uint16_t *weight, int N, int C, int OC);
+/* tl_adamw_step on the fp32 master weights param (N), then param_bf16 (N) = bf16(param). */
+int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, float *m, float *v, int64_t N,
+                       float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
+                       int t);
+
 /* ------------------------------------------------ attention decode (inference) ---- */
 /* Attention of ONE new query per sequence over a KV cache (generation with a cache):
  * query head h of sequence b attends to the cached keys/values at positions 0..pos of kv head

@@ -2,7 +2,9 @@
 
 Reads a JSON request on stdin:
   {"threads": n, "attention": [[B,T,NH,NKV,HD], ...], "block": [[B,T,C,NH,NKV], ...], "min_time": s}
-and prints one JSON line with the median seconds of forward and backward for each shape:
+and prints one JSON line with the fastest seconds of forward and of backward for each shape (the
+minimum over repeats, as the TypeScript side reports: on a shared machine it is the stable figure),
+plus "cpu", the fastest process CPU seconds of forward + backward:
   attention: softmax(QK^T/sqrt(HD) + causal mask) V in eager fp32, GQA by repeat_interleave of K/V
              (what Hugging Face's eager LlamaAttention does), inputs (B,NH,T,HD) with requires_grad;
   block:     the same plus q/k/v/o projections and rotate-half RoPE.
@@ -21,16 +23,35 @@ except ImportError:
 
 
 def timeit(fn, min_time):
+    """(fastest wall seconds, fastest process CPU seconds over all threads)"""
     fn()  # warm-up
-    times, start = [], time.perf_counter()
+    walls, cpus, start = [], [], time.perf_counter()
     while True:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-        if time.perf_counter() - start > min_time and len(times) >= 3:
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        if time.perf_counter() - start > min_time and len(walls) >= 3:
             break
-    times.sort()
-    return times[len(times) // 2]
+    return min(walls), min(cpus)
+
+
+def fwd_bwd_times(run, leaves, dout, min_time):
+    """Forward without autograd; backward alone, replayed over one retained graph."""
+
+    def fwd():
+        with torch.no_grad():
+            run()
+
+    out = run()
+
+    def bwd():
+        for t in leaves:
+            t.grad = None
+        out.backward(dout, retain_graph=True)
+
+    (f, fc), (b, bc) = timeit(fwd, min_time), timeit(bwd, min_time)
+    return {"fwd": f, "bwd": b, "fwdbwd": f + b, "cpu": fc + bc}
 
 
 def attn(q, k, v, NH, NKV, mask):
@@ -54,17 +75,7 @@ def bench_attention(B, T, NH, NKV, HD, min_time):
     dout = torch.randn(B, NH, T, HD)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
 
-    def fwd():
-        with torch.no_grad():
-            attn(q, k, v, NH, NKV, mask)
-
-    def fwdbwd():
-        q.grad = k.grad = v.grad = None
-        attn(q, k, v, NH, NKV, mask).backward(dout)
-
-    f = timeit(fwd, min_time)
-    fb = timeit(fwdbwd, min_time)
-    return {"fwd": f, "bwd": max(fb - f, 0.0), "fwdbwd": fb}
+    return fwd_bwd_times(lambda: attn(q, k, v, NH, NKV, mask), (q, k, v), dout, min_time)
 
 
 def bench_block(B, T, C, NH, NKV, min_time):
@@ -88,18 +99,7 @@ def bench_block(B, T, C, NH, NKV, min_time):
         y = attn(q, k, v, NH, NKV, mask).transpose(1, 2).reshape(B, T, C)
         return y @ wo.T
 
-    def fwd():
-        with torch.no_grad():
-            block()
-
-    def fwdbwd():
-        for w in (x, *ws, wo):
-            w.grad = None
-        block().backward(dout)
-
-    f = timeit(fwd, min_time)
-    fb = timeit(fwdbwd, min_time)
-    return {"fwd": f, "bwd": max(fb - f, 0.0), "fwdbwd": fb}
+    return fwd_bwd_times(block, (x, *ws, wo), dout, min_time)
 
 
 def main():

@@ -8,8 +8,40 @@
  * untimed call that absorbs the hand-over, time each call separately, and quote medians. The ratio
  * of the two medians is what we report; absolute GFLOP/s drift with the machine's load.
  */
+import { CString, FFIType, dlopen } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
+
+/**
+ * Sets a variable in the C environment, where a dlopened library's getenv() sees it (in Bun, writing
+ * process.env does not reach it). Returns false where libc cannot be opened.
+ */
+export function setCEnv(name: string, value: string): boolean {
+  try {
+    const libc = dlopen(process.platform === "darwin" ? "libSystem.B.dylib" : "libc.so.6", {
+      setenv: { args: [FFIType.cstring, FFIType.cstring, FFIType.i32], returns: FFIType.i32 },
+    });
+    const rc = libc.symbols.setenv(Buffer.from(`${name}\0`), Buffer.from(`${value}\0`), 1);
+    libc.close();
+    return rc === 0;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The OpenMP wait policy for a benchmark process: $OMP_WAIT_POLICY when set, else "passive", put into
+ * the C environment before the kernel library (and with it libgomp) is loaded. Why: on a machine
+ * with more runnable jobs than cores, libgomp's default (spin ~300k iterations before sleeping) lets
+ * a thread that waits at a barrier burn the time slice its partner needs on the same core, and a
+ * 0.5 ms matmul took 16-24 ms (scheduler ticks); passive waiting took 0.6-0.8 ms in the same minutes.
+ * `OMP_WAIT_POLICY= bun run bench` (empty) keeps libgomp's default. Call before getBackend().
+ */
+export function benchWaitPolicy(): string {
+  const given = process.env.OMP_WAIT_POLICY;
+  if (given !== undefined) return given ? `${given} (from OMP_WAIT_POLICY)` : "libgomp default (OMP_WAIT_POLICY is empty)";
+  return setCEnv("OMP_WAIT_POLICY", "passive") ? "passive (set by the benchmark; OMP_WAIT_POLICY overrides)" : "libgomp default";
+}
 
 export interface TimingOptions {
   /** Blocks per candidate (default $BENCH_ROUNDS or 7). */
@@ -28,6 +60,9 @@ export interface Timing {
   /** Median seconds per call. */
   ours: number;
   peer: number | null;
+  /** Fastest call, seconds: closest to the uncontended machine when others' jobs share the cores. */
+  oursBest: number;
+  peerBest: number | null;
   /** Every timed call, in seconds. */
   oursSamples: number[];
   peerSamples: number[];
@@ -69,7 +104,14 @@ export function interleaved(ours: () => void, peer: (() => void) | null, opts: T
     if (peer) block(peer, est.peer, peerSamples, settle.peer);
     if (!oursFirst) block(ours, est.ours, oursSamples, settle.ours);
   }
-  return { ours: median(oursSamples), peer: peer ? median(peerSamples) : null, oursSamples, peerSamples };
+  return {
+    ours: median(oursSamples),
+    peer: peer ? median(peerSamples) : null,
+    oursBest: Math.min(...oursSamples),
+    peerBest: peer ? Math.min(...peerSamples) : null,
+    oursSamples,
+    peerSamples,
+  };
 }
 
 /** CPU model name from /proc/cpuinfo (or Node's view of it elsewhere). */

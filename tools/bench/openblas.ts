@@ -54,9 +54,11 @@ export interface OpenBlas {
   close(): void;
 }
 
-/** Loads OpenBLAS from $OPENBLAS_LIB or the usual system paths; null when none loads. */
+/** Loads OpenBLAS from $OPENBLAS_LIB when set (only that file; "none" disables the peer), else from
+ * the usual system paths; null when none loads. */
 export function loadOpenBlas(): OpenBlas | null {
-  const paths = [process.env.OPENBLAS_LIB, ...CANDIDATES].filter((p): p is string => !!p && existsSync(p));
+  const env = process.env.OPENBLAS_LIB;
+  const paths = (env ? [env] : CANDIDATES).filter((p) => existsSync(p));
   for (const path of paths) {
     let lib;
     try {

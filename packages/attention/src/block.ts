@@ -32,7 +32,7 @@ export type TensorLookup = (name: string) => Tensor;
 
 export interface AttentionTensors {
   params: TensorLookup;
-  /** null for inference only: backward() then throws. */
+  /** null for inference only: backward() then throws, and `acts` need only resolve savedSpecs. */
   grads: TensorLookup | null;
   acts: TensorLookup;
   rope: RopeTables;
@@ -112,7 +112,8 @@ export class AttentionBlock {
     const pspecs = AttentionBlock.parameterSpecs(cfg);
     this.#p = resolve(op, "params", params, pspecs) as Record<ParamName, Tensor>;
     this.#g = grads ? (resolve(op, "grads", grads, pspecs) as Record<ParamName, Tensor>) : null;
-    this.#a = resolve(op, "acts", acts, AttentionBlock.activationSpecs(cfg, B, T));
+    // An inference-only block never runs backward, so it needs no backward scratch.
+    this.#a = resolve(op, "acts", acts, grads ? AttentionBlock.activationSpecs(cfg, B, T) : AttentionBlock.savedSpecs(cfg, B, T));
     const tableShape = [cfg.maxSeqLen, this.dims.HD / 2];
     for (const [n, t] of Object.entries({ cos: rope?.cos, sin: rope?.sin }))
       if (!t || !sameShape(t.shape, tableShape))

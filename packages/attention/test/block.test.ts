@@ -143,6 +143,11 @@ describe("AttentionBlock", () => {
     const inf = new AttentionBlock(CFG, B, T, { params: (n) => params.get(n), grads: null, acts: (n) => acts.get(n), rope: blk.rope });
     inf.forward(out, x);
     expect(() => inf.backward(be.tensor([B, T, C]), out)).toThrow(/without gradients/);
+    // inference-only blocks need no backward scratch; training blocks do
+    const savedOnly = new Arena(be, AttentionBlock.savedSpecs(CFG, B, T));
+    expect(() => new AttentionBlock(CFG, B, T, { params: (n) => params.get(n), grads: null, acts: (n) => savedOnly.get(n), rope: blk.rope })).not.toThrow();
+    expect(() => new AttentionBlock(CFG, B, T, { params: (n) => params.get(n), grads: (n) => params.get(n), acts: (n) => savedOnly.get(n), rope: blk.rope })).toThrow(/acts\('datt'\)/);
+    savedOnly.free();
     // freed memory
     acts.free();
     expect(() => inf.forward(out, x)).toThrow(/freed/);

@@ -1,6 +1,6 @@
 /**
  * Data pipeline throughput:
- *  - DataLoader random B x (T+1) batches from uint16 shards (tokens/s), against nanoGPT's get_batch
+ *  - DataLoader random B x (T+1) batches from uint16 shards (tokens/s, best of 5), against nanoGPT's get_batch
  *    (numpy memmap + per-row slices, python3, same shards, same machine) run in the same script;
  *  - prepare() MB/s with a byte-level tokenizer, in-thread vs 1 and 2 worker threads, and with the
  *    Llama 2 tokenizer (when @tinyllama/tokenizer is installed), 1 vs 2 workers.
@@ -23,9 +23,12 @@ try {
   const loader = new DataLoader({ path: dir, B, T, seed: 1 });
   const out = new Int32Array(B * (T + 1));
   for (let i = 0; i < 20; i++) loader.next(out);
-  let t0 = performance.now();
-  for (let i = 0; i < BATCHES; i++) loader.next(out);
-  const ours = (BATCHES * B * (T + 1)) / ((performance.now() - t0) / 1000);
+  let t0 = 0, ours = 0;
+  for (let round = 0; round < 5; round++) { // best of 5: the machine is shared
+    t0 = performance.now();
+    for (let i = 0; i < BATCHES; i++) loader.next(out);
+    ours = Math.max(ours, (BATCHES * B * (T + 1)) / ((performance.now() - t0) / 1000));
+  }
 
   const py = `
 import numpy as np, time
@@ -35,9 +38,12 @@ def get_batch():
     ix = rng.integers(0, len(data) - ${T + 1}, size=${B})
     return np.stack([data[i:i + ${T + 1}].astype(np.int32) for i in ix])
 for _ in range(20): get_batch()
-t = time.perf_counter()
-for _ in range(${BATCHES}): get_batch()
-print(${BATCHES * B * (T + 1)} / (time.perf_counter() - t), np.__version__)
+best = 0
+for _ in range(5):
+    t = time.perf_counter()
+    for _ in range(${BATCHES}): get_batch()
+    best = max(best, ${BATCHES * B * (T + 1)} / (time.perf_counter() - t))
+print(best, np.__version__)
 `;
   const r = Bun.spawnSync(["python3", "-c", py], { stdout: "pipe", stderr: "pipe" });
   const [peer, npVersion] = r.exitCode === 0 ? r.stdout.toString().trim().split(" ") : [];

@@ -4,7 +4,7 @@
  */
 import { CString, dlopen, ptr as addressOf, type Library, type Pointer } from "bun:ffi";
 import { existsSync } from "node:fs";
-import { buildCpuLibrary, type CpuBuildOptions } from "./build.ts";
+import { buildCpuLibrary, buildCudaLibrary, type CpuBuildOptions } from "./build.ts";
 import { KernelError, ShapeError, fmtShape } from "./errors.ts";
 import { symbols, type KernelSymbols } from "./symbols.ts";
 import { DTYPE_BYTES, DeviceBuffer, Tensor, checkShape, numelOf, type DType } from "./tensor.ts";
@@ -102,10 +102,34 @@ export class Backend {
   }
 }
 
-/** Why the CUDA library cannot be used here, or null if it can. */
+let cudaReason: string | null | undefined;
+/**
+ * Why the CUDA library cannot be used here, or null if it can: there must be an NVIDIA GPU
+ * (/dev/nvidia0, or `nvidia-smi -L` lists one), the library must build (nvcc; the first call
+ * compiles it, minutes) and its runtime must reach the GPU. Computed once per process.
+ */
 export function cudaUnavailableReason(): string | null {
-  if (!existsSync("/dev/nvidiactl") && !existsSync("/dev/nvidia0")) return "no NVIDIA GPU found (/dev/nvidia0 is absent)";
-  return "the CUDA kernel library is not built yet in this version";
+  cudaReason ??= probeCuda();
+  return cudaReason === "" ? null : cudaReason;
+}
+
+function probeCuda(): string {
+  if (!existsSync("/dev/nvidia0")) {
+    const smi = Bun.which("nvidia-smi") ? Bun.spawnSync(["nvidia-smi", "-L"], { stdout: "pipe", stderr: "pipe" }) : null;
+    if (!smi || smi.exitCode !== 0 || !/GPU \d/.test(smi.stdout.toString()))
+      return "no NVIDIA GPU found (/dev/nvidia0 is absent and `nvidia-smi -L` lists none)";
+  }
+  let lib: string;
+  try {
+    lib = buildCudaLibrary();
+  } catch (e) {
+    return `the CUDA kernel library could not be built: ${(e as Error).message}`;
+  }
+  // The runtime can still fail (driver older than the CUDA runtime, GPU hidden): ask it once.
+  // The handle stays open on purpose: unloading a library with a static CUDA runtime is not worth the risk.
+  const probe = dlopen(lib, { tl_sync: { args: [], returns: "i32" }, tl_last_error: { args: [], returns: "cstring" } });
+  if (probe.symbols.tl_sync() !== 0) return `the CUDA runtime cannot use the GPU: ${probe.symbols.tl_last_error()}`;
+  return "";
 }
 
 export interface BackendOptions extends CpuBuildOptions {
@@ -125,7 +149,7 @@ export function openBackend(opts: BackendOptions = {}): Backend {
     else if (requested === "cuda") throw new Error(`device 'cuda' was requested but ${why}; use --device cpu`);
     else notice(`tinyllama: CUDA backend unavailable (${why}); using the CPU backend`);
   }
-  const backend = new Backend(kind, buildCpuLibrary(opts));
+  const backend = new Backend(kind, kind === "cuda" ? buildCudaLibrary() : buildCpuLibrary(opts));
   const threads = opts.threads ?? envThreads();
   if (threads !== undefined) backend.threads = threads;
   return backend;

@@ -3,9 +3,10 @@
  * through bun:ffi, owns device memory, and exposes every op behind a shape-checked wrapper.
  */
 export { Backend, getBackend, openBackend, cudaUnavailableReason, type BackendOptions, type DeviceKind } from "./backend.ts";
-export { buildCpuLibrary, findCCompiler, kernelsDir, type CpuBuildOptions } from "./build.ts";
+export { buildCpuLibrary, buildCudaLibrary, cachedCudaLibrary, findCCompiler, findNvcc, kernelsDir, CUDA_GENCODES, type CpuBuildOptions, type CudaBuildOptions } from "./build.ts";
 export { KernelError, ShapeError, fmtShape } from "./errors.ts";
 export { Arena, DeviceBuffer, Tensor, DTYPE_BYTES, numelOf, type DType, type TensorSpec } from "./tensor.ts";
+export { buildSharedLibrary, type SharedLibrarySpec } from "./build.ts";
 export { matmulForward, matmulBackward } from "./ops/matmul.ts";
 export { embeddingForward, embeddingBackward, checkTokenIds } from "./ops/embedding.ts";
 export { rmsnormForward, rmsnormBackward } from "./ops/rmsnorm.ts";
@@ -15,4 +16,14 @@ export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
 export { attentionForward, attentionBackward, type AttentionDims } from "./ops/attention.ts";
 export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
+export {
+  castF32ToBf16,
+  castBf16ToF32,
+  matmulForwardBf16,
+  matmulBackwardBf16,
+  adamwStepBf16,
+  bf16ToNumber,
+  numberToBf16,
+  type AdamWBf16Options,
+} from "./ops/bf16.ts";
 export { attentionDecode } from "./ops/attention_decode.ts";

@@ -50,6 +50,12 @@ export const symbols = {
   // optimizer
   tl_sumsq: { args: [ptr, ptr, i64], returns: i32 },
   tl_adamw_step: { args: [ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
+  // bf16 (mixed precision; see the header's bf16 section)
+  tl_cast_f32_to_bf16: { args: [ptr, ptr, i64], returns: i32 },
+  tl_cast_bf16_to_f32: { args: [ptr, ptr, i64], returns: i32 },
+  tl_matmul_forward_bf16: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_matmul_backward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_adamw_step_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
   // attention decode (inference, KV cache)
   tl_attention_decode: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
 } as const;

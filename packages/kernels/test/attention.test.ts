@@ -97,6 +97,7 @@ function run(be: Backend, dims: Dims, x: ReturnType<typeof inputs>, init = 0) {
 // T values below, at, and above the 64-row tiles, not multiples of them; GQA groups of 1, 2, 3, 8; HD with and without a 16-wide tail.
 const SHAPES: Dims[] = [
   [1, 1, 1, 1, 1], [2, 5, 4, 2, 6], [1, 64, 2, 2, 64], [1, 70, 6, 2, 48], [2, 130, 3, 1, 16], [1, 129, 8, 1, 32], [1, 200, 4, 4, 20],
+  [1, 70, 2, 1, 100], [1, 65, 2, 2, 128], // HD beyond one 64-wide register block, with and without a tail
 ];
 
 function checkAgainstReference(be: Backend, shapes: Dims[], seed: number) {
@@ -166,15 +167,23 @@ describe("attention", () => {
     expect(b.out.subarray(0, t0 * row)).toEqual(a.out.subarray(0, t0 * row));
     expect(relErr(b.out.subarray(t0 * row), a.out.subarray(t0 * row))).toBeGreaterThan(1e-2); // the future did change
   });
-  test("deterministic: two runs give bit-identical results", () => {
+  test("deterministic: two runs give bit-identical results (both schedules, dynamic task hand-out)", () => {
     const be = getBackend();
-    const dims: Dims = [2, 100, 6, 2, 48];
-    const x = inputs(dims, 4);
-    const a = run(be, dims, x), b = run(be, dims, x);
-    expect(b.dq).toEqual(a.dq);
-    expect(b.dk).toEqual(a.dk);
-    expect(b.dv).toEqual(a.dv);
-    expect(b.out).toEqual(a.out);
+    const saved = be.threads;
+    try {
+      for (const [threads, dims] of [[2, [2, 100, 6, 2, 48]], [3, [1, 300, 4, 1, 32]]] as [number, Dims][]) {
+        be.threads = threads;
+        const x = inputs(dims, 4);
+        const a = run(be, dims, x), b = run(be, dims, x);
+        expect(b.dq).toEqual(a.dq);
+        expect(b.dk).toEqual(a.dk);
+        expect(b.dv).toEqual(a.dv);
+        expect(b.out).toEqual(a.out);
+        expect(b.lse).toEqual(a.lse);
+      }
+    } finally {
+      be.threads = saved;
+    }
   });
   test("misuse throws a ShapeError naming the op and shapes, never crashes", () => {
     const be = getBackend();
@@ -190,6 +199,7 @@ describe("attention", () => {
     expect(() => attentionForward(out, lse, be.tensor([8, 4, 16]), k, v)).toThrow(/4-D/);
     expect(() => attentionForward(out, lse, q, k, be.tensor([1, 8, 2, 16], "i32"))).toThrow(/f32/);
     expect(() => attentionForward(q, lse, q, k, v)).toThrow(/overlap/);
+    expect(() => attentionForward(out, out.view([16, 4, 8]).rows(0, 1), q, k, v)).toThrow(/'out'.*'lse'.*overlap/);
     expect(() => attentionBackward({ dq, dk: be.tensor([1, 8, 4, 16]), dv }, out, q, k, v, out, lse)).toThrow(/attention_backward.*'dk'/);
     expect(() => attentionBackward({ dq, dk, dv }, be.tensor([1, 8, 4, 15]), q, k, v, out, lse)).toThrow(/'dout'/);
     expect(() => attentionBackward({ dq, dk, dv: dk }, out, q, k, v, out, lse)).toThrow(/overlap/);

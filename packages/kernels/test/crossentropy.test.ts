@@ -1,6 +1,11 @@
 import { describe, expect, test } from "bun:test";
 import { ShapeError, crossEntropy, getBackend, openBackend, type Backend } from "@tinyllama/kernels";
-import { mulberry32, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { mulberry32, readSafetensors, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { join } from "node:path";
+
+const OPS = () => readSafetensors(join(import.meta.dir, "../../../test/fixtures/ops_layers.safetensors"));
+const f32 = (m: ReturnType<typeof OPS>, k: string) => m.get(k)!.data as Float32Array;
+const i32 = (m: ReturnType<typeof OPS>, k: string) => m.get(k)!.data as Int32Array;
 
 const BACKENDS: [string, () => Backend][] = [
   ["native", () => getBackend()],
@@ -40,7 +45,7 @@ describe("crossentropy", () => {
       const L = (l: Float64Array) => scale * ref(l, tg, N, V, 1).losses.reduce((a, b) => a + b, 0);
       expect(relErr(dl.read(), finiteDiff(L, x))).toBeLessThan(1e-4);
       expect(relErr(losses.read(), ref(x, tg, N, V, scale).losses)).toBeLessThan(1e-5);
-    });
+    }, 300_000);
 
     test(`${label}: vocab-sized rows, in place, with ignored rows`, () => {
       const be = open();
@@ -58,7 +63,7 @@ describe("crossentropy", () => {
         crossEntropy(l2, null, be.fromArray(x, [N, V]), be.fromArray(tg));
         expect(relErr(l2.read(), r.losses)).toBeLessThan(1e-5);
       }
-    });
+    }, 300_000);
 
     test(`${label}: extreme logits stay finite and exact`, () => {
       const be = open();
@@ -74,8 +79,21 @@ describe("crossentropy", () => {
       expect(d[3]).toBe(1);
       expect(d[7]).toBe(-1);
       expect(d.every(Number.isFinite)).toBe(true);
-    });
+    }, 300_000);
   }
+
+  test("a NaN logit makes that row's loss and gradient NaN (divergence must not be hidden)", () => {
+    for (const be of [getBackend(), openBackend({ device: "cpu", arch: "x86-64" })]) {
+      const V = 37, x = randn(2 * V, mulberry32(5));
+      x[V + 20] = Number.NaN; // row 1, a non-target class, in the vector body
+      const losses = be.tensor([2]), dl = be.tensor([2, V]);
+      crossEntropy(losses, dl, be.fromArray(x, [2, V]), be.fromArray(Int32Array.from([3, 4])));
+      const l = losses.read(), d = dl.read();
+      expect(Number.isFinite(l[0]!)).toBe(true);
+      expect(Number.isNaN(l[1]!)).toBe(true);
+      expect(Number.isNaN(d[V + 4]!)).toBe(true);
+    }
+  }, 300_000);
 
   test("bit-identical for 1 and 2 threads", () => {
     const be = getBackend();
@@ -94,7 +112,7 @@ describe("crossentropy", () => {
     }
     expect(Buffer.from(runs[0]!.buffer).equals(Buffer.from(runs[2]!.buffer))).toBe(true);
     expect(Buffer.from(runs[1]!.buffer).equals(Buffer.from(runs[3]!.buffer))).toBe(true);
-  });
+  }, 300_000);
 
   test("a target outside [0, V) is an Error naming it; the kernel writes nothing", () => {
     const be = getBackend();
@@ -110,7 +128,7 @@ describe("crossentropy", () => {
     expect(be.lib.tl_last_error()).toContain("row 2");
     expect(logits.read()).toEqual(x);
     expect(losses.read()).toEqual(new Float32Array(N).fill(7));
-  });
+  }, 300_000);
 
   test("shape misuse throws a ShapeError", () => {
     const be = getBackend();
@@ -121,5 +139,13 @@ describe("crossentropy", () => {
     expect(() => crossEntropy(be.tensor([2, 3]), be.tensor([2, 3, 9]), logits, tg)).toThrow(/'dlogits'/);
     expect(() => crossEntropy(be.tensor([2, 3]), null, logits, be.tensor([2, 3]))).toThrow(/'targets' must be i32/);
     expect(() => crossEntropy(logits.view([60]).rows(0, 6).view([2, 3]), null, logits, tg)).toThrow(ShapeError);
-  });
+  }, 300_000);
+  test("matches the PyTorch fixture (tools/reference/model_fixtures.py)", () => {
+    const be = getBackend(), m = OPS();
+    const [N, V] = m.get("crossentropy.logits")!.shape as [number, number];
+    const logits = be.fromArray(f32(m, "crossentropy.logits"), [N, V]), losses = be.tensor([N]);
+    crossEntropy(losses, logits, logits, be.fromArray(i32(m, "crossentropy.targets")), { gradScale: 1 / 5 });
+    expect(relErr(losses.read(), f32(m, "crossentropy.losses"))).toBeLessThan(1e-5);
+    expect(relErr(logits.read(), f32(m, "crossentropy.dlogits"))).toBeLessThan(1e-4);
+  }, 300_000);
 });

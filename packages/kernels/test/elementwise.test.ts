@@ -24,7 +24,7 @@ describe("elementwise", () => {
         scale(out, 0.5);
         expect(out.read()).toEqual(a.map((v, i) => Math.fround(v + b[i]!) * 0.5));
       }
-    });
+    }, 300_000);
 
     test(`${label}: the residual's backward (accumulate) matches finite differences of add`, () => {
       const be = open();
@@ -40,7 +40,7 @@ describe("elementwise", () => {
       scale(g, 3);
       const Ls = (x: Float64Array) => x.reduce((s, v, i) => s + 3 * v * dout[i]!, 0);
       expect(relErr(g.read(), finiteDiff(Ls, a))).toBeLessThan(1e-4);
-    });
+    }, 300_000);
   }
 
   test("misuse throws a ShapeError naming the op", () => {
@@ -49,5 +49,5 @@ describe("elementwise", () => {
     expect(() => accumulate(be.tensor([4]), be.tensor([3]))).toThrow(/accumulate: 'src'/);
     expect(() => scale(be.tensor([4], "i32"), 2)).toThrow(/scale: 'x' must be f32/);
     expect(() => scale(be.tensor([4]), Number.NaN)).toThrow(/scale/);
-  });
+  }, 300_000);
 });

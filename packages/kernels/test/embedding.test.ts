@@ -1,6 +1,11 @@
 import { describe, expect, test } from "bun:test";
 import { ShapeError, embeddingBackward, embeddingForward, getBackend, openBackend, type Backend } from "@tinyllama/kernels";
-import { mulberry32, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { mulberry32, readSafetensors, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { join } from "node:path";
+
+const OPS = () => readSafetensors(join(import.meta.dir, "../../../test/fixtures/ops_layers.safetensors"));
+const f32 = (m: ReturnType<typeof OPS>, k: string) => m.get(k)!.data as Float32Array;
+const i32 = (m: ReturnType<typeof OPS>, k: string) => m.get(k)!.data as Int32Array;
 
 const BACKENDS: [string, () => Backend][] = [
   ["native", () => getBackend()],
@@ -30,7 +35,7 @@ describe("embedding", () => {
         return s;
       };
       expect(relErr(dw.read().map((v) => v - 1), finiteDiff(L, wte))).toBeLessThan(1e-4);
-    });
+    }, 300_000);
 
     test(`${label}: backward with many repeats (C not a multiple of 16) is exact in position order`, () => {
       const be = open();
@@ -42,7 +47,7 @@ describe("embedding", () => {
       const want = new Float32Array(V * C);
       for (let n = 0; n < N; n++) for (let c = 0; c < C; c++) want[tok[n]! * C + c] = Math.fround(want[tok[n]! * C + c]! + dout[n * C + c]!);
       expect(dw.read()).toEqual(want);
-    });
+    }, 300_000);
   }
 
   test("bit-identical for 1 and 2 threads", () => {
@@ -62,7 +67,7 @@ describe("embedding", () => {
       be.threads = before;
     }
     expect(Buffer.from(runs[0]!.buffer).equals(Buffer.from(runs[1]!.buffer))).toBe(true);
-  });
+  }, 300_000);
 
   test("an out-of-vocabulary id is an Error naming it and its position; nothing is written", () => {
     const be = getBackend();
@@ -80,7 +85,7 @@ describe("embedding", () => {
     const dw = be.tensor([V, C]);
     expect(be.lib.tl_embedding_backward(dw.ptr(), out.ptr(), tok.ptr(), 6, C, V)).toBe(3);
     expect(dw.read().every((v) => v === 0)).toBe(true);
-  });
+  }, 300_000);
 
   test("shape misuse throws a ShapeError", () => {
     const be = getBackend();
@@ -88,5 +93,16 @@ describe("embedding", () => {
     expect(() => embeddingForward(be.tensor([2, 3, 5]), be.tensor([2, 3], "i32"), wte)).toThrow(ShapeError);
     expect(() => embeddingForward(be.tensor([2, 3, 4]), be.tensor([2, 3]), wte)).toThrow(/'tokens' must be i32/);
     expect(() => embeddingForward(be.tensor([2, 3, 4]), be.tensor([2, 3], "i32"), be.tensor([40]))).toThrow(/'wte' must be 2-D/);
-  });
+  }, 300_000);
+  test("matches the PyTorch fixture (tools/reference/model_fixtures.py)", () => {
+    const be = getBackend(), m = OPS();
+    const wte = be.fromArray(f32(m, "embedding.wte"), m.get("embedding.wte")!.shape);
+    const tok = be.fromArray(i32(m, "embedding.tokens"), m.get("embedding.tokens")!.shape);
+    const out = be.tensor(m.get("embedding.out")!.shape);
+    embeddingForward(out, tok, wte);
+    expect(relErr(out.read(), f32(m, "embedding.out"))).toBeLessThan(1e-5);
+    const dw = be.tensor(wte.shape);
+    embeddingBackward(dw, be.fromArray(f32(m, "embedding.dout"), out.shape), tok);
+    expect(relErr(dw.read(), f32(m, "embedding.dwte"))).toBeLessThan(1e-4);
+  }, 300_000);
 });

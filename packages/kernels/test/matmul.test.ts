@@ -41,10 +41,11 @@ function checkShapes(be: Backend, shapes: [number, number, number][], seed: numb
 
 // Shapes that are and are not multiples of any tile size (MR 14/6/4, NR 32/16), including 1-row
 // (decode) and 1-column, and ones that cross the K blocking (KC = 256) of each product: C for the
-// forward, OC for dinp, N for dweight; 169 rows cross MC = 168 of the AVX-512 build.
+// forward, OC for dinp, N for dweight; 169 rows cross MC = 168 of the AVX-512 build; decode rows
+// with C >= 1024 take the 4-rows-at-a-time matrix-vector path, including a partial last group.
 const SHAPES: [number, number, number][] = [
   [1, 1, 1], [1, 288, 768], [1, 700, 3], [3, 17, 5], [37, 64, 96], [64, 288, 288], [129, 100, 33], [16, 513, 7],
-  [250, 31, 130], [2, 600, 530], [600, 40, 50], [169, 260, 70],
+  [250, 31, 130], [2, 600, 530], [600, 40, 50], [169, 260, 70], [1, 1030, 7], [1, 2048, 33],
 ];
 
 /** Bit patterns, so "equal" means bit-for-bit. */
@@ -120,7 +121,7 @@ describe("matmul", () => {
     // Every element of C is produced by one thread in a fixed k order, so even the thread count does
     // not change a bit (a stronger promise than the ABI's "deterministic for a fixed thread count").
     const be = getBackend();
-    for (const [N, C, OC] of [[300, 288, 700], [1, 600, 300], [64, 1000, 96]] as [number, number, number][]) {
+    for (const [N, C, OC] of [[300, 288, 700], [1, 600, 300], [1, 1100, 301], [64, 1000, 96]] as [number, number, number][]) {
       const one = runAll(be, 1, N, C, OC, 11), two = runAll(be, 2, N, C, OC, 11), again = runAll(be, 2, N, C, OC, 11);
       const three = runAll(be, 3, N, C, OC, 11);
       for (let i = 0; i < one.length; i++) {

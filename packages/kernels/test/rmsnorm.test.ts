@@ -1,6 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { ShapeError, getBackend, openBackend, rmsnormBackward, rmsnormForward, type Backend } from "@tinyllama/kernels";
-import { mulberry32, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { mulberry32, readSafetensors, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { join } from "node:path";
+
+const OPS = () => readSafetensors(join(import.meta.dir, "../../../test/fixtures/ops_layers.safetensors"));
+const f32 = (m: ReturnType<typeof OPS>, k: string) => m.get(k)!.data as Float32Array;
 
 const BACKENDS: [string, () => Backend][] = [
   ["native", () => getBackend()],
@@ -43,7 +47,7 @@ describe("rmsnorm", () => {
       const r = ref(x, w, N, C, eps);
       expect(relErr(got.out, r.out)).toBeLessThan(1e-5);
       expect(relErr(got.rstd, r.rstd)).toBeLessThan(1e-5);
-    });
+    }, 300_000);
 
     test(`${label}: larger shapes match the float64 reference (incl. ragged C)`, () => {
       const be = open();
@@ -68,7 +72,7 @@ describe("rmsnorm", () => {
         expect(relErr(got.dx, dx)).toBeLessThan(1e-5);
         expect(relErr(got.dw, dw)).toBeLessThan(1e-5);
       }
-    });
+    }, 300_000);
   }
 
   test("results are bit-identical for 1 and 2 threads", () => {
@@ -87,7 +91,7 @@ describe("rmsnorm", () => {
     } finally {
       be.threads = before;
     }
-  });
+  }, 300_000);
 
   test("misuse is a ShapeError naming the op", () => {
     const be = getBackend();
@@ -100,5 +104,14 @@ describe("rmsnorm", () => {
     const freed = be.tensor([4, 8]);
     freed.buffer.free();
     expect(() => rmsnormForward(out, rstd, freed, w, 1e-5)).toThrow(/freed/);
-  });
+  }, 300_000);
+  test("matches the PyTorch fixture (tools/reference/model_fixtures.py)", () => {
+    const be = getBackend(), m = OPS();
+    const [N, C] = m.get("rmsnorm.inp")!.shape as [number, number];
+    const got = run(be, f32(m, "rmsnorm.inp"), f32(m, "rmsnorm.weight"), f32(m, "rmsnorm.dout"), N, C, 1e-5);
+    expect(relErr(got.out, f32(m, "rmsnorm.out"))).toBeLessThan(1e-5);
+    expect(relErr(got.rstd, f32(m, "rmsnorm.rstd"))).toBeLessThan(1e-5);
+    expect(relErr(got.dx, f32(m, "rmsnorm.dinp"))).toBeLessThan(1e-4);
+    expect(relErr(got.dw, f32(m, "rmsnorm.dweight"))).toBeLessThan(1e-4);
+  }, 300_000);
 });

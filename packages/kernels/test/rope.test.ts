@@ -94,6 +94,8 @@ describe("rope", () => {
     expect(() => ropeForward(out, x, cos, be.tensor([16, 3]))).toThrow(ShapeError);
     expect(() => ropeTables(be.tensor([4, 3]), be.tensor([4, 3]), 0)).toThrow(/theta/);
     expect(() => ropeBackward(x, x, cos, sin)).toThrow(/overlaps/);
+    const big = be.tensor([2, 4, 2, 8]);
+    expect(() => ropeForward(big.view([4, 4, 2, 4]).rows(1, 2).view([1, 4, 2, 8]), big.view([8, 1, 2, 8]).rows(0, 4).view([1, 4, 2, 8]), cos, sin)).toThrow(/partly overlaps/);
     expect(() => ropeForward(out, be.tensor([1, 4, 2, 8], "i32"), cos, sin)).toThrow(/f32/);
     const freed = be.tensor([1, 4, 2, 8]);
     freed.buffer.free();

@@ -1,6 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { getBackend, openBackend, swigluBackward, swigluForward, type Backend } from "@tinyllama/kernels";
-import { mulberry32, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { mulberry32, readSafetensors, finiteDiff, randn, relErr } from "@tinyllama/testing";
+import { join } from "node:path";
+
+const OPS = () => readSafetensors(join(import.meta.dir, "../../../test/fixtures/ops_layers.safetensors"));
+const f32 = (m: ReturnType<typeof OPS>, k: string) => m.get(k)!.data as Float32Array;
 
 const BACKENDS: [string, () => Backend][] = [
   ["native", () => getBackend()],
@@ -35,7 +39,7 @@ describe("swiglu", () => {
       expect(relErr(got.dg, finiteDiff((v) => L(v, u64), g))).toBeLessThan(1e-4);
       expect(relErr(got.du, finiteDiff((v) => L(g64, v), u))).toBeLessThan(1e-4);
       expect(relErr(got.out, Float64Array.from(g, (x, i) => silu(x) * u[i]!))).toBeLessThan(1e-5);
-    });
+    }, 300_000);
 
     test(`${label}: large ragged sizes and extreme gates match float64 elementwise`, () => {
       const be = open();
@@ -61,8 +65,19 @@ describe("swiglu", () => {
           expect(Math.abs(got.dg[i]! - dg[i]!)).toBeLessThanOrEqual(2e-6 * dgScale[i]! + 1e-37);
         }
       }
-    });
+    }, 300_000);
   }
+
+  test("NaN gates propagate to out and both gradients", () => {
+    for (const be of [getBackend(), openBackend({ device: "cpu", arch: "x86-64" })]) {
+      const g = randn(40, mulberry32(8));
+      g[5] = Number.NaN; // vector body
+      g[39] = Number.NaN; // scalar tail
+      const got = run(be, g, randn(40, mulberry32(9)), randn(40, mulberry32(10)), 0);
+      for (const i of [5, 39]) for (const a of [got.out, got.dg, got.du]) expect(Number.isNaN(a[i]!)).toBe(true);
+      expect(Number.isFinite(got.out[6]!)).toBe(true);
+    }
+  }, 300_000);
 
   test("omitting one gradient leaves it alone; misuse throws", () => {
     const be = getBackend();
@@ -72,5 +87,12 @@ describe("swiglu", () => {
     expect(dup.read().some((v) => v !== 0)).toBe(true);
     expect(() => swigluForward(be.tensor([21]), g, u)).toThrow(/swiglu_forward: 'out'/);
     expect(() => swigluForward(be.tensor([20]), g, be.tensor([20], "i32"))).toThrow(/f32/);
-  });
+  }, 300_000);
+  test("matches the PyTorch fixture (tools/reference/model_fixtures.py)", () => {
+    const m = OPS();
+    const got = run(getBackend(), f32(m, "swiglu.gate"), f32(m, "swiglu.up"), f32(m, "swiglu.dout"));
+    expect(relErr(got.out, f32(m, "swiglu.out"))).toBeLessThan(1e-5);
+    expect(relErr(got.dg, f32(m, "swiglu.dgate"))).toBeLessThan(1e-4);
+    expect(relErr(got.du, f32(m, "swiglu.dup"))).toBeLessThan(1e-4);
+  }, 300_000);
 });

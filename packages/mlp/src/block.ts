@@ -112,7 +112,9 @@ export class MlpBlock {
     const pspecs = MlpBlock.parameterSpecs(cfg);
     this.#p = resolve(op, "params", tensors.params, pspecs) as Record<MlpParamName, F32>;
     this.#g = tensors.grads ? (resolve(op, "grads", tensors.grads, pspecs) as Record<MlpParamName, F32>) : null;
-    this.#a = resolve(op, "acts", tensors.acts, MlpBlock.activationSpecs(cfg, B, T));
+    // An inference-only block never runs backward, so it needs no backward scratch.
+    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T) : MlpBlock.savedSpecs(cfg, B, T);
+    this.#a = resolve(op, "acts", tensors.acts, aspecs);
   }
 
   /**

@@ -63,13 +63,14 @@ export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRo
     { name: "losses", shape: [N] },
     { name: "scratch.out", shape: [B, T, C] },
   );
-  // Backward scratch, one set for all layers. The blocks resolve these names even when built for
-  // inference, so they always exist; they are small next to the per-layer saved tensors.
-  specs.push({ name: "scratch.dres", shape: [B, T, C] }, { name: "scratch.dln", shape: [B, T, C] });
-  for (const s of AttentionBlock.scratchSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.self_attn.${s.name}` });
-  for (const s of MlpBlock.scratchSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.mlp.${s.name}` });
-  // Chunked logits: the head's weight gradient is produced during forward, staged here until backward.
-  if (training && logitsRows < N) specs.push({ name: "scratch.dlm_head", shape: [V, C] });
+  // Backward scratch, one set shared by all layers; an inference model has none.
+  if (training) {
+    specs.push({ name: "scratch.dres", shape: [B, T, C] }, { name: "scratch.dln", shape: [B, T, C] });
+    for (const s of AttentionBlock.scratchSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.self_attn.${s.name}` });
+    for (const s of MlpBlock.scratchSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.mlp.${s.name}` });
+    // Chunked logits: the head's weight gradient is produced during forward, staged here until backward.
+    if (logitsRows < N) specs.push({ name: "scratch.dlm_head", shape: [V, C] });
+  }
   return { specs, logitsRows };
 }
 

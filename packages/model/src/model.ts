@@ -92,6 +92,7 @@ export class Model {
     this.#logitsRows = logitsRows;
     const pspecs = parameterSpecs(cfg);
     const arenas: Arena[] = [];
+    // Anything that throws below (a block rejecting its tensors) must not leak the arenas.
     try {
       this.params = new Arena(backend, pspecs);
       arenas.push(this.params);
@@ -99,36 +100,52 @@ export class Model {
       if (this.grads) arenas.push(this.grads);
       this.acts = new Arena(backend, activationSpecs(cfg, B, T, logitsRows, training).specs);
       arenas.push(this.acts);
+      this.parameters = pspecs.map((s) => ({ name: s.name, tensor: this.params.get(s.name) as Tensor<"f32"> }));
+      const rope = { cos: this.acts.get("rope.cos"), sin: this.acts.get("rope.sin") };
+      fillRope(rope, cfg);
+      const p = this.params, g = this.grads, a = this.acts;
+      const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T).map((s) => s.name));
+      const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T).map((s) => s.name));
+      this.#attn = [];
+      this.#mlp = [];
+      for (let i = 0; i < cfg.nLayers; i++) {
+        const pre = layerPrefix(i);
+        // Saved tensors are per layer; backward scratch names map to one set shared by all layers.
+        this.#attn.push(
+          new AttentionBlock(cfg, B, T, {
+            params: (n) => p.get(`${pre}self_attn.${n}`),
+            grads: g ? (n) => g.get(`${pre}self_attn.${n}`) : null,
+            acts: (n) => a.get(saved.has(n) ? `layers.${i}.self_attn.${n}` : `scratch.self_attn.${n}`),
+            rope,
+          }),
+        );
+        this.#mlp.push(
+          new MlpBlock(cfg, B, T, {
+            params: (n) => p.get(`${pre}mlp.${n}`),
+            grads: g ? (n) => g.get(`${pre}mlp.${n}`) : null,
+            acts: (n) => a.get(msaved.has(n) ? `layers.${i}.mlp.${n}` : `scratch.mlp.${n}`),
+          }),
+        );
+      }
     } catch (e) {
       for (const a of arenas) a.free();
       throw e;
     }
-    this.parameters = pspecs.map((s) => ({ name: s.name, tensor: this.params.get(s.name) as Tensor<"f32"> }));
-    const rope = { cos: this.acts.get("rope.cos"), sin: this.acts.get("rope.sin") };
-    fillRope(rope, cfg);
-    const p = this.params, g = this.grads, a = this.acts;
-    this.#attn = [];
-    this.#mlp = [];
-    for (let i = 0; i < cfg.nLayers; i++) {
-      const pre = layerPrefix(i);
-      const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T).map((s) => s.name));
-      this.#attn.push(
-        new AttentionBlock(cfg, B, T, {
-          params: (n) => p.get(`${pre}self_attn.${n}`),
-          grads: g ? (n) => g.get(`${pre}self_attn.${n}`) : null,
-          acts: (n) => a.get(saved.has(n) ? `layers.${i}.self_attn.${n}` : `scratch.self_attn.${n}`),
-          rope,
-        }),
-      );
-      const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T).map((s) => s.name));
-      this.#mlp.push(
-        new MlpBlock(cfg, B, T, {
-          params: (n) => p.get(`${pre}mlp.${n}`),
-          grads: g ? (n) => g.get(`${pre}mlp.${n}`) : null,
-          acts: (n) => a.get(msaved.has(n) ? `layers.${i}.mlp.${n}` : `scratch.mlp.${n}`),
-        }),
-      );
-    }
+  }
+
+  /**
+   * Bytes each arena of a model with these options would take, without allocating anything (to
+   * choose B, T or logitsChunk before create()). Includes the arenas' 64-byte alignment padding.
+   */
+  static plan(config: ModelConfig, opts: Pick<ModelOptions, "B" | "T" | "training" | "logitsChunk">): { params: number; grads: number; acts: number; logitsRows: number } {
+    const cfg = parseModelConfig(config);
+    checkBatchShape(cfg, opts.B, opts.T);
+    const training = opts.training ?? true;
+    const N = opts.B * opts.T;
+    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T), N);
+    const params = Arena.plan(parameterSpecs(cfg)).bytes;
+    const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training).specs).bytes;
+    return { params, grads: training ? params : 0, acts, logitsRows: rows };
   }
 
   /** A model for batches of shape (B, T), initialised as TinyLlama's training code does (seeded). */
@@ -244,9 +261,9 @@ export class Model {
     const gradScale = count > 0 ? 1 / count : 0;
     const withGrad = this.training;
     const losses = a.get("losses"), tgt1 = tgtT.view([N]);
-    const dlnf = a.get("scratch.dln").view([N, C]);
     const stage = withGrad && chunked ? a.get("scratch.dlm_head") : null;
-    if (stage) {
+    const dlnf = stage ? a.get("scratch.dln").view([N, C]) : null;
+    if (stage && dlnf) {
       be.zero(dlnf);
       be.zero(stage);
     }
@@ -256,7 +273,7 @@ export class Model {
       matmulForward(lg, x, W);
       // dlogits overwrite the logits in place: the (N, V) gradient never needs its own buffer
       crossEntropy(losses.rows(r0, rows), withGrad ? lg : null, lg, tgt1.rows(r0, rows), { ignoreIndex: IGNORE_INDEX, gradScale });
-      if (stage) matmulBackward({ dinp: dlnf.rows(r0, rows), dweight: stage }, lg, x, W);
+      if (stage && dlnf) matmulBackward({ dinp: dlnf.rows(r0, rows), dweight: stage }, lg, x, W);
     }
     // Sum in float64 in row order: deterministic and free of fp32 drift over long batches.
     const l = be.kind === "cpu" ? losses.data() : losses.read();

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import type { ModelConfig } from "@tinyllama/config";
+import { openBackend, type Backend } from "@tinyllama/kernels";
 import { Model } from "@tinyllama/model";
 import { readSafetensors, relErr, type FixtureTensor } from "@tinyllama/testing";
 import { join } from "node:path";
@@ -23,7 +24,7 @@ function load(name: string) {
   return { cfg, B, T, get };
 }
 
-function loaded(name: string, opts: { training?: boolean; logitsChunk?: number } = {}) {
+function loaded(name: string, opts: { training?: boolean; logitsChunk?: number; backend?: Backend } = {}) {
   const fx = load(name);
   const model = Model.create(fx.cfg, { B: fx.B, T: fx.T, init: false, ...opts });
   for (const { name: pname, tensor } of model.parameters) tensor.write(fx.get(pname).data);
@@ -53,6 +54,22 @@ describe("Model matches the PyTorch reference (tools/reference/model_fixtures.py
     }, 120_000);
   }
 
+  test("the portable (x86-64, no AVX-512) kernel build matches too", () => {
+    const { fx, model } = loaded("gqa", { backend: openBackend({ device: "cpu", arch: "x86-64" }) });
+    try {
+      const tokens = fx.get("tokens").data as Int32Array, targets = fx.get("targets").data as Int32Array;
+      model.forward(tokens);
+      expect(relErr(model.logits().read(), fx.get("logits").data)).toBeLessThan(1e-5);
+      const loss = model.forward(tokens, targets);
+      expect(Math.abs(loss - fx.get("loss").data[0]!) / fx.get("loss").data[0]!).toBeLessThan(1e-5);
+      model.backward();
+      for (const { name: pname } of model.parameters)
+        expect(relErr(model.grad(pname).read(), fx.get(`grad.${pname}`).data)).toBeLessThan(1e-4);
+    } finally {
+      model.free();
+    }
+  }, 300_000);
+
   test("chunked logits (5 rows at a time) give the same loss and gradients", () => {
     const { fx, model } = loaded("ragged", { logitsChunk: 5 });
     try {
@@ -65,6 +82,14 @@ describe("Model matches the PyTorch reference (tools/reference/model_fixtures.py
       expect(() => model.forward(fx.get("tokens").data as Int32Array)).toThrow(/logitsChunk/);
     } finally {
       model.free();
+    }
+    const infer = loaded("ragged", { logitsChunk: 4, training: false }).model;
+    try {
+      const loss = infer.forward(load("ragged").get("tokens").data as Int32Array, load("ragged").get("targets").data as Int32Array);
+      expect(Math.abs(loss - load("ragged").get("loss").data[0]!) / loss).toBeLessThan(1e-5);
+      expect(infer.acts.has("scratch.dres")).toBe(false); // inference models carry no backward scratch
+    } finally {
+      infer.free();
     }
   }, 120_000);
 

@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { getPreset } from "@tinyllama/config";
 import { ShapeError, getBackend } from "@tinyllama/kernels";
-import { Model } from "@tinyllama/model";
+import { Model, parameterSpecs } from "@tinyllama/model";
 import { mulberry32 } from "@tinyllama/testing";
 
 function batch(n: number, V: number, seed: number): Int32Array {
@@ -62,6 +62,35 @@ describe("Model training", () => {
     expect(a.grads.some((v) => v !== 0)).toBe(true);
   }, 120_000);
 
+  test("1, 2 and 3 threads give bit-identical loss and gradients (every kernel reduces in a fixed order)", () => {
+    // big enough (B*T*C = 32768) that every kernel, rmsnorm and embedding included, runs its threaded path
+    const cfg = { ...getPreset("micro"), dim: 128, hiddenDim: 344 };
+    const B = 4, T = 64;
+    const tokens = batch(B * T, cfg.vocabSize, 3), targets = batch(B * T, cfg.vocabSize, 4);
+    const be = getBackend();
+    const before = be.threads;
+    const out: { loss: number; grads: Buffer }[] = [];
+    try {
+      for (const th of [1, 2, 3]) {
+        be.threads = th;
+        const m = Model.create(cfg, { B, T, seed: 2 });
+        try {
+          const loss = m.forward(tokens, targets);
+          m.backward();
+          out.push({ loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) });
+        } finally {
+          m.free();
+        }
+      }
+    } finally {
+      be.threads = before;
+    }
+    for (const o of out.slice(1)) {
+      expect(o.loss).toBe(out[0]!.loss);
+      expect(o.grads.equals(out[0]!.grads)).toBe(true);
+    }
+  }, 120_000);
+
   test("initialisation follows TinyLlama (std per tensor kind, gains 1) and the seed", () => {
     const cfg = { ...getPreset("micro"), nLayers: 3 };
     const a = Model.create(cfg, { B: 1, T: 4, seed: 11, training: false });
@@ -84,6 +113,42 @@ describe("Model training", () => {
       }
     } finally {
       a.free(), b.free();
+    }
+  }, 120_000);
+
+  test("the 1.1B layout has TinyLlama's 1,100,048,384 parameters in HF order (no allocation)", () => {
+    const specs = parameterSpecs(getPreset("tinyllama-1.1b"));
+    expect(specs.reduce((n, s) => n + s.shape.reduce((a, b) => a * b, 1), 0)).toBe(1_100_048_384);
+    expect(specs.slice(0, 3).map((s) => s.name)).toEqual(["model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.layers.0.self_attn.q_proj.weight"]);
+    expect(specs.slice(-2).map((s) => s.name)).toEqual(["model.norm.weight", "lm_head.weight"]);
+  }, 120_000);
+
+  test("Model.plan sizes the arenas without allocating (and agrees with create)", () => {
+    const cfg = getPreset("micro");
+    const plan = Model.plan(cfg, { B: 2, T: 16 });
+    const m = Model.create(cfg, { B: 2, T: 16 });
+    try {
+      expect(plan).toEqual({ params: m.params.buffer.bytes, grads: m.grads!.buffer.bytes, acts: m.acts.buffer.bytes, logitsRows: 32 });
+    } finally {
+      m.free();
+    }
+    // 1.1B at B=8, T=2048: the (16384, 32000) logits would be 2 GiB, so they are chunked by default
+    const big = Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048 });
+    expect(big.params).toBeGreaterThanOrEqual(4 * 1_100_048_384);
+    expect(big.logitsRows).toBe(Math.floor((256 << 20) / (32000 * 4))); // 256 MiB of rows
+    expect(Model.plan(getPreset("tinyllama-1.1b"), { B: 1, T: 2048, training: false }).grads).toBe(0);
+  }, 120_000);
+
+  test("a batch whose targets are all ignored has loss 0 and zero gradients", () => {
+    const cfg = getPreset("micro");
+    const m = Model.create(cfg, { B: 1, T: 6 });
+    try {
+      expect(m.forward(batch(6, cfg.vocabSize, 1), new Int32Array(6).fill(-100))).toBe(0);
+      expect(m.counted).toBe(0);
+      m.backward();
+      expect(m.grads!.flat().read().every((v) => v === 0)).toBe(true);
+    } finally {
+      m.free();
     }
   }, 120_000);
 

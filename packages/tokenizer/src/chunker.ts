@@ -12,30 +12,58 @@ const SPACE = 0x20;
 const META = 0x2581;
 /** Longer chunks are encoded directly: they are rare, and caching them would evict useful entries. */
 const MAX_CACHED_UNITS = 48;
-const MAX_ENTRIES = 1 << 17;
+/** The table starts small (cheap for a browser page) and doubles up to this many entries, then starts over. */
+const MAX_ENTRIES = 1 << 20;
+const INITIAL_ENTRIES = 1 << 12;
 
 function isSpace(c: number): boolean {
   return c === SPACE || c === META;
 }
 
 export class ChunkCache {
-  private slots: Int32Array; // entry index + 1, 0 = empty
-  private mask: number;
+  private slots = new Int32Array(INITIAL_ENTRIES * 2); // entry index + 1, 0 = empty; kept at most half full
+  private mask = INITIAL_ENTRIES * 2 - 1;
   private count = 0;
-  private entHash = new Int32Array(MAX_ENTRIES);
-  private entText = new Int32Array(MAX_ENTRIES);
-  private entLen = new Int32Array(MAX_ENTRIES);
-  private entIds = new Int32Array(MAX_ENTRIES);
-  private entIdsLen = new Int32Array(MAX_ENTRIES);
+  private capacity = INITIAL_ENTRIES;
+  private entHash = new Int32Array(INITIAL_ENTRIES);
+  private entText = new Int32Array(INITIAL_ENTRIES);
+  private entLen = new Int32Array(INITIAL_ENTRIES);
+  private entIds = new Int32Array(INITIAL_ENTRIES);
+  private entIdsLen = new Int32Array(INITIAL_ENTRIES);
   private textPool = new Uint16Array(1 << 16);
   private textUsed = 0;
   private idsPool = new Int32Array(1 << 15);
   private idsUsed = 0;
   private readonly scratch = new IntBuffer(64);
 
-  constructor(private readonly model: BpeModel) {
-    this.slots = new Int32Array(MAX_ENTRIES * 2);
-    this.mask = this.slots.length - 1;
+  private readonly model: BpeModel;
+
+  constructor(model: BpeModel) {
+    this.model = model;
+  }
+
+  /** Doubles the entry arrays and rehashes the slot table. */
+  private growEntries(): void {
+    const cap = this.capacity * 2;
+    const g = (a: Int32Array<ArrayBuffer>): Int32Array<ArrayBuffer> => {
+      const b = new Int32Array(cap);
+      b.set(a);
+      return b;
+    };
+    this.entHash = g(this.entHash);
+    this.entText = g(this.entText);
+    this.entLen = g(this.entLen);
+    this.entIds = g(this.entIds);
+    this.entIdsLen = g(this.entIdsLen);
+    this.capacity = cap;
+    this.slots = new Int32Array(cap * 2);
+    this.mask = cap * 2 - 1;
+    for (let e = 0; e < this.count; e++) {
+      const h = this.entHash[e];
+      let s = (h ^ (h >>> 16)) & this.mask;
+      while (this.slots[s] !== 0) s = (s + 1) & this.mask;
+      this.slots[s] = e + 1;
+    }
   }
 
   clear(): void {
@@ -112,12 +140,15 @@ export class ChunkCache {
     tmp.length = 0;
     this.model.encodeRun(text, start, end, prefix, tmp);
     const n = tmp.length;
+    const src = tmp.data;
     out.reserve(n);
-    out.data.set(tmp.data.subarray(0, n), out.length);
+    const o = out.data;
+    for (let j = 0, k = out.length; j < n; j++, k++) o[k] = src[j];
     out.length += n;
-    if (this.count >= MAX_ENTRIES) {
-      this.clear();
-      s = (h ^ (h >>> 16)) & mask;
+    if (this.count >= this.capacity) {
+      if (this.capacity < MAX_ENTRIES) this.growEntries();
+      else this.clear();
+      s = (h ^ (h >>> 16)) & this.mask;
     }
     if (this.textUsed + len > this.textPool.length) this.textPool = grow16(this.textPool, this.textUsed + len);
     if (this.idsUsed + n > this.idsPool.length) this.idsPool = grow32(this.idsPool, this.idsUsed + n);
@@ -132,10 +163,11 @@ export class ChunkCache {
     }
     this.entIds[e] = this.idsUsed;
     this.entIdsLen[e] = n;
-    this.idsPool.set(tmp.data.subarray(0, n), this.idsUsed);
+    const ids = this.idsPool;
+    for (let j = 0, k = this.idsUsed; j < n; j++, k++) ids[k] = src[j];
     this.idsUsed += n;
-    // s is the empty slot found by the probe (or the home slot after a clear)
-    while (this.slots[s] !== 0) s = (s + 1) & mask;
+    // s is the empty slot found by the probe (or the home slot after a grow or clear)
+    while (this.slots[s] !== 0) s = (s + 1) & this.mask;
     this.slots[s] = e + 1;
   }
 }

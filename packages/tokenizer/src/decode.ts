@@ -108,10 +108,13 @@ export class StreamDecoder {
   private started = false;
   private readonly utf8 = new TextDecoder("utf-8");
 
-  constructor(
-    private readonly table: StreamTable,
-    private readonly skipSpecial = true,
-  ) {}
+  private readonly table: StreamTable;
+  private readonly skipSpecial: boolean;
+
+  constructor(table: StreamTable, skipSpecial = true) {
+    this.table = table;
+    this.skipSpecial = skipSpecial;
+  }
 
   /** Adds one id; returns the text that became complete (possibly ""). */
   push(id: number): string {

@@ -260,9 +260,12 @@ function parseDecoder(d: Json, field: string): DecoderStep[] {
 /** tokenizer.json for a spec, in the layout Hugging Face writes for Llama 2 / TinyLlama. */
 export function specToHf(spec: TokenizerSpec): JsonObject {
   const m = spec.model;
-  const vocab: JsonObject = {};
+  // null prototype: pieces such as "toString" or "__proto__" must be plain keys
+  const vocab: JsonObject = Object.create(null) as JsonObject;
+  const seen = new Set<string>();
   m.pieces.forEach((p, i) => {
-    if (!(p in vocab)) vocab[p] = i;
+    if (!seen.has(p)) vocab[p] = i;
+    seen.add(p);
   });
   const sorted = [...m.merges].sort((x, y) => x.rank - y.rank);
   const anySpace = m.pieces.some((p) => p.includes(" "));

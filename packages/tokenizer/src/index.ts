@@ -7,3 +7,4 @@ export { StreamDecoder, type DecoderStep } from "./decode.ts";
 export type { TokenizerSpec, AddedToken } from "./spec.ts";
 export type { BpeModelSpec, MergeRule } from "./bpe.ts";
 export { parseSpmModel, type SpmModel, type SpmPiece } from "./spm.ts";
+export { trainBpe, type TrainOptions } from "./train.ts";

@@ -17,10 +17,12 @@ export const PieceType = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, U
 
 class Reader {
   pos = 0;
-  constructor(
-    readonly buf: Uint8Array,
-    readonly end = buf.length,
-  ) {}
+  readonly buf: Uint8Array;
+  readonly end: number;
+  constructor(buf: Uint8Array, end = buf.length) {
+    this.buf = buf;
+    this.end = end;
+  }
   varint(): number {
     let result = 0;
     let mul = 1;
@@ -36,7 +38,10 @@ class Reader {
   skip(wire: number): void {
     if (wire === 0) this.varint();
     else if (wire === 1) this.pos += 8;
-    else if (wire === 2) this.pos += this.varint();
+    else if (wire === 2) {
+      const len = this.varint(); // not `pos += varint()`: that reads pos before varint() advances it
+      this.pos += len;
+    }
     else if (wire === 5) this.pos += 4;
     else throw new Error(`tokenizer.model: unsupported protobuf wire type ${wire} at byte ${this.pos}`);
     if (this.pos > this.end) throw new Error("tokenizer.model: truncated field");

@@ -52,6 +52,7 @@ export class Tokenizer {
   private readonly specialIds: Uint8Array;
   private readonly addedById: Map<number, AddedToken>;
   private streamBytes: Uint8Array[] | null = null;
+  private readonly addedFirstChar: Uint8Array;
 
   constructor(spec: TokenizerSpec) {
     this.spec = spec;
@@ -59,6 +60,8 @@ export class Tokenizer {
     this.cache = new ChunkCache(this.model);
     // longest first, so that a token that is a prefix of another never shadows it
     this.added = [...spec.addedTokens].sort((a, b) => b.content.length - a.content.length);
+    this.addedFirstChar = new Uint8Array(65536);
+    for (const t of this.added) this.addedFirstChar[t.content.charCodeAt(0)] = 1;
     this.specialIds = new Uint8Array(this.model.vocabSize);
     this.addedById = new Map();
     for (const t of spec.addedTokens) {
@@ -161,6 +164,13 @@ export class Tokenizer {
 
   /** Token ids of `text`, with BOS/EOS as configured. */
   encode(text: string, options: EncodeOptions = {}): Int32Array {
+    if (typeof text !== "string") throw new Error(`encode: expected a string, got ${typeof text}`);
+    return this.encodeRange(text, 0, text.length, options);
+  }
+
+  /** Token ids of text[start, end) (as encode(text.slice(start, end)), without making the slice). */
+  encodeRange(text: string, start: number, end: number, options: EncodeOptions = {}): Int32Array {
+    if (!(start >= 0 && end <= text.length && start <= end)) throw new Error(`encodeRange: bad range [${start}, ${end}) for a text of length ${text.length}`);
     const out = this.out;
     out.length = 0;
     const bos = options.bos ?? this.spec.addBos;
@@ -169,7 +179,7 @@ export class Tokenizer {
       if (this.spec.bosId < 0) throw new Error("encode: bos requested but this tokenizer has no BOS token");
       out.push(this.spec.bosId);
     }
-    this.encodeText(text, options.special ?? this.spec.parseSpecial, out);
+    this.encodeText(text, options.special ?? this.spec.parseSpecial, out, start, end);
     if (eos) {
       if (this.spec.eosId < 0) throw new Error("encode: eos requested but this tokenizer has no EOS token");
       out.push(this.spec.eosId);
@@ -181,38 +191,42 @@ export class Tokenizer {
     return texts.map((t) => this.encode(t, options));
   }
 
-  /** Appends the ids of `text` (no BOS/EOS) to `out`. */
-  encodeText(text: string, special: boolean, out: IntBuffer): void {
-    if (typeof text !== "string") throw new Error(`encode: expected a string, got ${typeof text}`);
+  /** Appends the ids of text[start, end) (no BOS/EOS) to `out`. */
+  encodeText(text: string, special: boolean, out: IntBuffer, start = 0, end = text.length): void {
     const added = special ? this.added : [];
-    // next occurrence of each added token, searched again only once passed, so scanning stays linear
-    const nextAt = added.map(() => -2);
-    let pos = 0;
-    while (pos <= text.length) {
+    const first = this.addedFirstChar;
+    let pos = start;
+    while (pos <= end) {
+      // the next added token in [pos, end): a linear scan that only looks closer at possible first characters
       let best = -1;
       let bestTok: AddedToken | null = null;
-      for (let k = 0; k < added.length; k++) {
-        if (nextAt[k] !== -1 && nextAt[k] < pos) nextAt[k] = text.indexOf(added[k].content, pos);
-        const at = nextAt[k];
-        if (at >= 0 && (best < 0 || at < best)) {
-          best = at;
-          bestTok = added[k];
+      if (added.length > 0) {
+        for (let i = pos; i < end && bestTok === null; i++) {
+          if (first[text.charCodeAt(i)] === 0) continue;
+          for (const t of added) {
+            if (i + t.content.length <= end && text.startsWith(t.content, i)) {
+              best = i;
+              bestTok = t;
+              break;
+            }
+          }
         }
       }
-      let segEnd = bestTok ? best : text.length;
-      let nextPos = bestTok ? best + bestTok.content.length : text.length + 1;
+      let segEnd = bestTok ? best : end;
+      let nextPos = bestTok ? best + bestTok.content.length : end + 1;
       if (bestTok) {
         if (bestTok.lstrip) while (segEnd > pos && isWhite(text.charCodeAt(segEnd - 1))) segEnd--;
-        if (bestTok.rstrip) while (nextPos < text.length && isWhite(text.charCodeAt(nextPos))) nextPos++;
+        if (bestTok.rstrip) while (nextPos < end && isWhite(text.charCodeAt(nextPos))) nextPos++;
       }
-      this.encodeSegment(text, pos, segEnd, out);
+      this.encodeSegment(text, pos, segEnd, out, start);
       if (bestTok) out.push(bestTok.id);
       pos = nextPos;
     }
   }
 
-  private encodeSegment(text: string, start: number, end: number, out: IntBuffer): void {
+  private encodeSegment(text: string, start: number, end: number, out: IntBuffer, textStart: number): void {
     const spec = this.spec;
+    const atStart = start === textStart;
     if (spec.removeExtraWhitespaces) {
       const t = collapseSpaces(text.slice(start, end));
       text = t;
@@ -220,7 +234,7 @@ export class Tokenizer {
       end = t.length;
     }
     if (start >= end) return;
-    const prefix = spec.prepend === "always" || (spec.prepend === "first" && start === 0);
+    const prefix = spec.prepend === "always" || (spec.prepend === "first" && atStart);
     this.cache.encodeSegment(text, start, end, prefix, out);
   }
 

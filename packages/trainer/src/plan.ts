@@ -3,6 +3,7 @@
  * shapes alone, so it works for tinyllama-1.1b on a laptop.
  */
 import { flopsPerToken, parameterCount, tokensPerStep, type ModelConfig, type TrainConfig } from "@tinyllama/config";
+import { Model } from "@tinyllama/model";
 
 export interface MemoryPlan {
   params: number;
@@ -13,19 +14,12 @@ export interface MemoryPlan {
 }
 
 /**
- * Bytes of the four arenas. Activations follow @tinyllama/model's layout: per layer the saved
- * inputs of each op (x, norm outputs, q/k/v, attention output and lse, gate/up/swiglu) plus the
- * LM head's logits chunk; an estimate within a few percent of what Model.create allocates.
+ * Bytes of the four arenas, exactly as Model.create and AdamW would allocate them (the model's
+ * own plan, alignment padding included), without allocating anything.
  */
-export function memoryPlan(cfg: ModelConfig, B: number, T: number, logitsChunkRows = 0): MemoryPlan {
-  const P = parameterCount(cfg);
-  const C = cfg.dim, H = cfg.hiddenDim, HD = cfg.dim / cfg.nHeads, KV = cfg.nKvHeads * HD;
-  const BT = B * T;
-  const perLayer = BT * (C /* residual in */ + C /* attn norm */ + 1 + C /* q */ + 2 * KV /* k,v */ + C /* att */ + cfg.nHeads * 1 /* lse per head */ + C /* attn proj */ + C /* mlp norm */ + 1 + 3 * H /* gate, up, act */ + C /* down */);
-  const rows = logitsChunkRows > 0 ? Math.min(logitsChunkRows, BT) : BT;
-  const acts = 4 * (cfg.nLayers * perLayer + BT * (C * 3 + 1) + rows * cfg.vocabSize);
-  const params = 4 * P;
-  return { params, grads: params, optimizer: 2 * params, activations: acts, total: 4 * params + acts };
+export function memoryPlan(cfg: ModelConfig, B: number, T: number): MemoryPlan {
+  const m = Model.plan(cfg, { B, T, training: true });
+  return { params: m.params, grads: m.grads, optimizer: 2 * m.params, activations: m.acts, total: m.params + m.grads + 2 * m.params + m.acts };
 }
 
 const GB = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;

@@ -56,6 +56,7 @@ export function attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor,
   lseShape(op, lse, q, d);
   for (const [n, t] of Object.entries({ q, k, v }))
     if (overlaps(out, t) || overlaps(lse, t)) throw new ShapeError(`${op}: outputs 'out'/'lse' overlap the input '${n}' ${fmtShape(t.shape)}`);
+  if (overlaps(out, lse)) throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} and 'lse' ${fmtShape(lse.shape)} overlap`);
   if (q.numel === 0 || k.numel === 0) return;
   be.check(op, be.lib.tl_attention_forward(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
 }

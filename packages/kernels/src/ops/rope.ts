@@ -57,6 +57,9 @@ export function ropeForward(out: Tensor, inp: Tensor, cos: Tensor, sin: Tensor, 
   const { B, T, NH, HD, maxT } = dims(op, inp, "inp", cos, sin, pos0);
   sameShape(op, "out", out, "inp", inp);
   if (inp.numel === 0) return;
+  const inPlace = out.buffer === inp.buffer && out.byteOffset === inp.byteOffset;
+  if (!inPlace && out.buffer === inp.buffer && out.byteOffset < inp.byteOffset + inp.bytes && inp.byteOffset < out.byteOffset + out.bytes)
+    throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} partly overlaps 'inp' ${fmtShape(inp.shape)}; pass the same tensor for in place, or a separate one`);
   be.check(op, be.lib.tl_rope_forward(out.ptr(op), inp.ptr(op), cos.ptr(op), sin.ptr(op), B, T, NH, HD, pos0, maxT));
 }
 

@@ -1,0 +1,127 @@
+/**
+ * bf16 mixed precision: casts, the bf16 Linear layer (fp32 accumulation, fp32 master weight
+ * gradient) and AdamW that keeps fp32 master weights and refreshes their bf16 copy. bf16 tensors
+ * hold raw bf16 bits (dtype "bf16", read() gives a Uint16Array); `bf16ToNumber` decodes one.
+ */
+import { ShapeError, fmtShape } from "../errors.ts";
+import type { Tensor } from "../tensor.ts";
+import * as chk from "./check.ts";
+
+/** Rounds each fp32 of `inp` to the nearest bf16 (ties to even) into `out` (same element count). */
+export function castF32ToBf16(out: Tensor, inp: Tensor): void {
+  const op = "cast_f32_to_bf16";
+  const be = chk.sameBackend(op, { out, inp });
+  chk.dtype(op, "out", out, "bf16");
+  chk.dtype(op, "inp", inp, "f32");
+  chk.numel(op, "out", out, inp.numel, "one output per input");
+  if (inp.numel === 0) return;
+  be.check(op, be.lib.tl_cast_f32_to_bf16(out.ptr(op), inp.ptr(op), inp.numel));
+}
+
+/** Widens each bf16 of `inp` to fp32 (exact) into `out` (same element count). */
+export function castBf16ToF32(out: Tensor, inp: Tensor): void {
+  const op = "cast_bf16_to_f32";
+  const be = chk.sameBackend(op, { out, inp });
+  chk.dtype(op, "out", out, "f32");
+  chk.dtype(op, "inp", inp, "bf16");
+  chk.numel(op, "out", out, inp.numel, "one output per input");
+  if (inp.numel === 0) return;
+  be.check(op, be.lib.tl_cast_bf16_to_f32(out.ptr(op), inp.ptr(op), inp.numel));
+}
+
+function dims(op: string, inp: Tensor, weight: Tensor): { N: number; C: number; OC: number } {
+  if (weight.shape.length !== 2) throw new ShapeError(`${op}: 'weight' must be 2-D (OC, C), got ${fmtShape(weight.shape)}`);
+  const [OC, C] = weight.shape as [number, number];
+  const ic = chk.lastDim(op, "inp", inp);
+  if (ic !== C)
+    throw new ShapeError(`${op}: 'inp' ${fmtShape(inp.shape)} has last dim ${ic} but 'weight' ${fmtShape(weight.shape)} expects ${C}`);
+  const N = C === 0 ? 0 : inp.numel / C;
+  chk.int32Range(op, "N", N);
+  chk.int32Range(op, "C", C);
+  chk.int32Range(op, "OC", OC);
+  return { N, C, OC };
+}
+
+/** out (..., OC) bf16 = inp (..., C) bf16 @ weight (OC, C)^T bf16, accumulated in fp32, rounded once. */
+export function matmulForwardBf16(out: Tensor, inp: Tensor, weight: Tensor): void {
+  const op = "matmul_forward_bf16";
+  const be = chk.sameBackend(op, { out, inp, weight });
+  for (const [n, t] of Object.entries({ out, inp, weight })) chk.dtype(op, n, t, "bf16");
+  const { N, C, OC } = dims(op, inp, weight);
+  chk.shape(op, "out", out, [...inp.shape.slice(0, -1), OC]);
+  if (N === 0 || C === 0 || OC === 0) return;
+  be.check(op, be.lib.tl_matmul_forward_bf16(out.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC));
+}
+
+/**
+ * dinp (bf16) = bf16(dinp + dout @ weight); dweight (fp32 master gradient) += dout^T @ inp.
+ * dout, inp, weight are bf16. Either gradient may be null.
+ */
+export function matmulBackwardBf16(
+  grads: { dinp?: Tensor | null; dweight?: Tensor | null },
+  dout: Tensor,
+  inp: Tensor,
+  weight: Tensor,
+): void {
+  const op = "matmul_backward_bf16";
+  const { dinp, dweight } = grads;
+  const be = chk.sameBackend(op, { dinp, dweight, dout, inp, weight });
+  for (const [n, t] of Object.entries({ dinp, dout, inp, weight })) chk.dtype(op, n, t, "bf16");
+  chk.dtype(op, "dweight", dweight, "f32");
+  const { N, C, OC } = dims(op, inp, weight);
+  chk.shape(op, "dout", dout, [...inp.shape.slice(0, -1), OC]);
+  chk.shape(op, "dinp", dinp, inp.shape);
+  chk.shape(op, "dweight", dweight, weight.shape);
+  if (N === 0 || C === 0 || OC === 0) return;
+  be.check(
+    op,
+    be.lib.tl_matmul_backward_bf16(dinp ? dinp.ptr(op) : null, dweight ? dweight.ptr(op) : null, dout.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC),
+  );
+}
+
+export interface AdamWBf16Options {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Multiplies the gradient first (e.g. the clipping factor); default 1. */
+  gradScale?: number;
+  /** The step number, >= 1 (bias correction). */
+  step: number;
+}
+
+/** One AdamW step on the fp32 master weights `param`, then `paramBf16` = bf16(param). All fp32 but paramBf16. */
+export function adamwStepBf16(param: Tensor, paramBf16: Tensor, grad: Tensor, m: Tensor, v: Tensor, o: AdamWBf16Options): void {
+  const op = "adamw_step_bf16";
+  const be = chk.sameBackend(op, { param, paramBf16, grad, m, v });
+  for (const [n, t] of Object.entries({ param, grad, m, v })) chk.dtype(op, n, t, "f32");
+  chk.dtype(op, "paramBf16", paramBf16, "bf16");
+  for (const [n, t] of Object.entries({ paramBf16, grad, m, v })) chk.numel(op, n, t, param.numel, "one per parameter");
+  if (!Number.isInteger(o.step) || o.step < 1 || o.step > 0x7fffffff) throw new ShapeError(`${op}: 'step' must be an integer >= 1, got ${o.step}`);
+  for (const k of ["lr", "beta1", "beta2", "eps", "weightDecay"] as const)
+    if (!Number.isFinite(o[k])) throw new ShapeError(`${op}: '${k}' must be a finite number, got ${o[k]}`);
+  if (!(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1))
+    throw new ShapeError(`${op}: betas must lie in [0, 1), got ${o.beta1}, ${o.beta2}`);
+  const gradScale = o.gradScale ?? 1;
+  if (!Number.isFinite(gradScale)) throw new ShapeError(`${op}: 'gradScale' must be finite, got ${gradScale}`);
+  if (param.numel === 0) return;
+  be.check(
+    op,
+    be.lib.tl_adamw_step_bf16(param.ptr(op), paramBf16.ptr(op), grad.ptr(op), m.ptr(op), v.ptr(op), param.numel, o.lr, o.beta1, o.beta2, o.eps, o.weightDecay, gradScale, o.step),
+  );
+}
+
+/** The number a raw bf16 bit pattern stands for. */
+export function bf16ToNumber(bits: number): number {
+  const u = new Uint32Array([(bits & 0xffff) << 16]);
+  return new Float32Array(u.buffer)[0]!;
+}
+
+/** Round-to-nearest-even bf16 bits of a number (as fp32 first), matching the kernels. */
+export function numberToBf16(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer)[0]!;
+  if ((u & 0x7fffffff) > 0x7f800000) return 0x7fff;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}

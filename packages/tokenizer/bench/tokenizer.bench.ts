@@ -1,0 +1,115 @@
+// Tokenizer benchmark: encode MB/s of ours vs @huggingface/tokenizers, llama-tokenizer-js and SentencePiece
+// (C++ via python3-sentencepiece), measured side by side on the nlp-corpus text, and BPE training time vs
+// spm_train. Ratios are what we quote; absolute numbers drift with machine load.
+//
+//   bun packages/tokenizer/bench/tokenizer.bench.ts [--sentences N] [--no-train]
+import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
+import lt from "llama-tokenizer-js";
+import corpus from "nlp-corpus";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { Tokenizer, trainBpe } from "@tinyllama/tokenizer";
+import { ParallelTokenizer } from "@tinyllama/tokenizer/parallel";
+
+const args = process.argv.slice(2);
+const arg = (name: string): string | undefined => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const all = corpus.all();
+const sentences = all.slice(0, Number(arg("--sentences") ?? all.length));
+const warm = sentences.slice(0, 1000);
+const bytes = sentences.reduce((n, s) => n + Buffer.byteLength(s), 0);
+const MB = bytes / 1e6;
+const root = new URL("../../../", import.meta.url).pathname;
+const spmModel = new URL("../test/fixtures/spm-bpe4096.model", import.meta.url).pathname;
+const python = "/usr/bin/python3";
+const hasSpm = spawnSync(python, ["-c", "import sentencepiece"]).status === 0;
+const SKIP_SPM = "skipped: install python3-sentencepiece (apt-get install python3-sentencepiece) for the SentencePiece peer";
+
+console.log(`tokenizer bench: ${sentences.length} nlp-corpus sentences, ${MB.toFixed(2)} MB, ${navigator.hardwareConcurrency} cores`);
+
+/** MB/s of one timed pass over all sentences, after a warm-up pass over the first 1000. */
+function throughput(encode: (s: string) => ArrayLike<number>): { mbs: number; tokens: number } {
+  for (const s of warm) encode(s);
+  const t0 = performance.now();
+  let tokens = 0;
+  for (const s of sentences) tokens += encode(s).length;
+  return { mbs: MB / ((performance.now() - t0) / 1000), tokens };
+}
+
+async function parallelThroughput(tok: Tokenizer): Promise<number> {
+  const pool = await ParallelTokenizer.create(tok, 2);
+  await pool.encodeBatch(warm);
+  const t0 = performance.now();
+  await pool.encodeBatch(sentences);
+  const mbs = MB / ((performance.now() - t0) / 1000);
+  await pool.close();
+  return mbs;
+}
+
+function row(name: string, mbs: number, ref?: number, target?: number): void {
+  const ratio = ref === undefined ? "" : `${(ref / mbs).toFixed(1)}x`;
+  const goal = target === undefined || ref === undefined ? "" : `target >= ${target}x: ${ref / mbs >= target ? "met" : "MISSED"}`;
+  console.log(`  ${name.padEnd(44)} ${mbs.toFixed(2).padStart(8)} MB/s  ${ratio.padStart(7)}  ${goal}`);
+}
+
+// 1. Llama 2 vocabulary
+const llama = await Tokenizer.llama2();
+const ours1 = throughput((s) => llama.encode(s));
+const ours2 = await parallelThroughput(llama);
+const hf = new HFTokenizer(JSON.parse(JSON.stringify(llama.toJSON())), llama.toConfigJSON());
+const hfR = throughput((s) => hf.encode(s).ids);
+const ltR = throughput((s) => lt.encode(s, true));
+console.log("\nencode, Llama 2 vocabulary (32000), ours / peer in the ratio column:");
+row("ours, 1 thread", ours1.mbs);
+row("ours, ParallelTokenizer 2 threads", ours2);
+row("@huggingface/tokenizers 0.2.0 (our tokenizer.json)", hfR.mbs, ours1.mbs, 10);
+row("llama-tokenizer-js 1.2.2", ltR.mbs, ours1.mbs, 5);
+if (hfR.tokens !== ours1.tokens || ltR.tokens !== ours1.tokens) console.log(`  WARNING: token counts differ: ours ${ours1.tokens}, hf ${hfR.tokens}, lt ${ltR.tokens}`);
+
+// 2. a 4096-piece BPE model trained by spm_train, vs SentencePiece's C++ encoder (batch call)
+const spmTok = Tokenizer.fromFile(spmModel);
+const s1 = throughput((s) => spmTok.encode(s, { bos: false }));
+const s2 = await parallelThroughput(spmTok);
+console.log("\nencode, 4096-piece BPE model trained by spm_train:");
+row("ours, 1 thread", s1.mbs);
+row("ours, ParallelTokenizer 2 threads", s2);
+const dir = mkdtempSync(`${tmpdir()}/tokbench-`);
+if (hasSpm) {
+  writeFileSync(`${dir}/corpus.jsonl`, sentences.map((s) => JSON.stringify(s)).join("\n") + "\n");
+  for (const threads of [1, 2]) {
+    const r = spawnSync(python, [`${root}tools/bench/tokenizer_spm.py`, "encode", spmModel, `${dir}/corpus.jsonl`, String(threads)], { encoding: "utf8" });
+    if (r.status !== 0) {
+      console.log(`  SentencePiece failed: ${r.stderr}`);
+      continue;
+    }
+    const res = JSON.parse(r.stdout) as { seconds: number; bytes: number; tokens: number };
+    const mbs = res.bytes / 1e6 / res.seconds;
+    const ours = threads === 1 ? s1.mbs : s2;
+    row(`SentencePiece C++ batch encode, ${threads} thread${threads > 1 ? "s" : ""} (vs ours ${threads})`, mbs, ours, 0.5);
+    if (res.tokens !== s1.tokens) console.log(`  WARNING: token counts differ: ours ${s1.tokens}, SentencePiece ${res.tokens}`);
+  }
+} else console.log(`  SentencePiece: ${SKIP_SPM}`);
+
+// 3. training a 4096-piece vocabulary on the corpus text
+if (!args.includes("--no-train")) {
+  console.log("\ntrain, 4096-piece BPE on the corpus text (compression = UTF-8 bytes per token on the same text):");
+  const lines = sentences.map((s) => s.replace(/[\r\n]+/g, " "));
+  const t0 = performance.now();
+  const trained = trainBpe(lines, { vocabSize: 4096 });
+  const oursS = (performance.now() - t0) / 1000;
+  const compression = (t: Tokenizer): number => bytes / sentences.reduce((n, s) => n + t.encode(s, { bos: false }).length, 0);
+  console.log(`  ours trainBpe                                 ${oursS.toFixed(2).padStart(7)} s   ${compression(trained).toFixed(4)} bytes/token`);
+  if (hasSpm) {
+    writeFileSync(`${dir}/corpus.txt`, lines.join("\n") + "\n");
+    const r = spawnSync(python, [`${root}tools/bench/tokenizer_spm.py`, "train", `${dir}/corpus.txt`, "4096", `${dir}/spm`], { encoding: "utf8" });
+    if (r.status === 0) {
+      const spmS = (JSON.parse(r.stdout) as { seconds: number }).seconds;
+      const spmTrained = Tokenizer.fromFile(`${dir}/spm.model`);
+      console.log(`  spm_train --model_type=bpe (2 threads)        ${spmS.toFixed(2).padStart(7)} s   ${compression(spmTrained).toFixed(4)} bytes/token`);
+      console.log(`  ours / spm_train time: ${(oursS / spmS).toFixed(2)}x  (target <= 2x: ${oursS / spmS <= 2 ? "met" : "MISSED"})`);
+    } else console.log(`  spm_train failed: ${r.stderr}`);
+  } else console.log(`  spm_train: ${SKIP_SPM}`);
+}
