@@ -19,6 +19,7 @@ import { writeGguf, type GgufTokenizer } from "@tinyllama/checkpoint";
 import { openBackend } from "@tinyllama/kernels";
 import { Model } from "@tinyllama/model";
 import { mulberry32, randn } from "@tinyllama/testing";
+import { benchWaitPolicy } from "../../../tools/bench/harness.ts";
 import { InferenceSession, argmax } from "../src/index.ts";
 
 const args = process.argv.slice(2);
@@ -34,6 +35,7 @@ const cpuMs = (): number => {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
 };
+const waitPolicy = benchWaitPolicy(); // the team's policy (passive OpenMP waits), before libgomp loads
 const be = openBackend({ device: "cpu", threads: THREADS });
 
 /** Random weights fast: a 1M-value normal block tiled over each tensor (speed does not depend on values). */
@@ -126,7 +128,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length
 const nlc: NodeLlamaCpp = await import("node-llama-cpp");
 const llama = await nlc.getLlama({ gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error });
 const dir = mkdtempSync(join(tmpdir(), "decode-bench-"));
-console.log(`threads ${THREADS} (both); ours: ${be.buildInfo}; llama.cpp: node-llama-cpp 3.21.1 CPU, F32 GGUF, f16 KV cache (its default)`);
+console.log(`threads ${THREADS} (both); OpenMP waits: ${waitPolicy}; ours: ${be.buildInfo}; llama.cpp: node-llama-cpp 3.21.1 CPU, F32 GGUF, f16 KV cache (its default)`);
 console.log("tok/s over wall time and over process CPU time (user+sys, all threads; robust when the machine is oversubscribed)");
 console.log("model            side       prefill  pre(cpu)    decode  dec(cpu)  RSS added");
 
