@@ -157,6 +157,15 @@ int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, fl
                        float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                        int t);
 
+/* ------------------------------------------------ attention decode (inference) ---- */
+/* Attention of ONE new query per sequence over a KV cache (generation with a cache):
+ * query head h of sequence b attends to the cached keys/values at positions 0..pos of kv head
+ * h / (NH/NKV), scale 1/sqrt(HD). Positions 0..pos must already hold K (after RoPE) and V.
+ * out (B,NH,HD), q (B,NH,HD) (the new token's queries after RoPE at position pos),
+ * k_cache, v_cache (B,maxT,NKV,HD). pos outside [0, maxT) is TL_ERR_OUT_OF_RANGE. */
+int tl_attention_decode(float *out, const float *q, const float *k_cache, const float *v_cache,
+                        int B, int NH, int NKV, int HD, int maxT, int pos);
+
 #ifdef __cplusplus
 }
 #endif

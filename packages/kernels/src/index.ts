@@ -26,3 +26,4 @@ export {
   numberToBf16,
   type AdamWBf16Options,
 } from "./ops/bf16.ts";
+export { attentionDecode } from "./ops/attention_decode.ts";
