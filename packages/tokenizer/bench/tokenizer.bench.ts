@@ -9,6 +9,7 @@ import corpus from "nlp-corpus";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { Worker } from "node:worker_threads";
 import { Tokenizer, trainBpe } from "@tinyllama/tokenizer";
 import { ParallelTokenizer } from "@tinyllama/tokenizer/parallel";
 
@@ -29,6 +30,26 @@ const hasSpm = spawnSync(python, ["-c", "import sentencepiece"]).status === 0;
 const SKIP_SPM = "skipped: install python3-sentencepiece (apt-get install python3-sentencepiece) for the SentencePiece peer";
 
 console.log(`tokenizer bench: ${sentences.length} nlp-corpus sentences, ${MB.toFixed(2)} MB, ${navigator.hardwareConcurrency} cores`);
+
+// How much parallelism the machine really gives us right now (shared machines often give less than 2 cores):
+// the same pure-CPU job on two workers at once, against the time of one job.
+async function concurrencyProbe(): Promise<number> {
+  const code = `const { parentPort } = require("node:worker_threads");
+parentPort.on("message", (n) => { let h = 0; for (let i = 0; i < n; i++) h = Math.imul(h ^ i, 16777619); parentPort.postMessage(h); });`;
+  const ws = [new Worker(code, { eval: true }), new Worker(code, { eval: true })];
+  const job = (w: Worker, n: number): Promise<unknown> => new Promise((r) => { w.once("message", r); w.postMessage(n); });
+  await Promise.all(ws.map((w) => job(w, 1e6)));
+  let t0 = performance.now();
+  await job(ws[0], 2e8);
+  const one = performance.now() - t0;
+  t0 = performance.now();
+  await Promise.all(ws.map((w) => job(w, 2e8)));
+  const two = performance.now() - t0;
+  await Promise.all(ws.map((w) => w.terminate()));
+  return (2 * one) / two;
+}
+const cores = await concurrencyProbe();
+console.log(`effective parallelism now: ${cores.toFixed(2)} (two workers doing one CPU job each vs one job alone; 2.0 = two free cores)`);
 
 /** MB/s of one timed pass over all sentences, after a warm-up pass over the first 1000. */
 function throughput(encode: (s: string) => ArrayLike<number>): { mbs: number; tokens: number } {
