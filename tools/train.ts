@@ -68,7 +68,7 @@ function num(flag: string, v: string | undefined): number | undefined {
 }
 
 /** The main job: the 15M-style preset on the Brown corpus, sized to finish in minutes on 2 cores. */
-const MAIN_JOB = { config: "tinyllama-15m", seq: 256, batch: 8, gradAccum: 1, steps: 200, lr: 2e-3, minLr: 2e-4, warmup: 20, evalEvery: 50, evalBatches: 8, saveEvery: 100 };
+const MAIN_JOB = { config: "tinyllama-15m", seq: 256, batch: 8, gradAccum: 1, steps: 400, lr: 2e-3, minLr: 2e-4, warmup: 20, evalEvery: 50, evalBatches: 8, saveEvery: 200 };
 const mainJob = args.config === undefined && args.data === undefined && args.init === undefined;
 
 let model: ModelConfig;

@@ -5,55 +5,13 @@
  * test needs, so a library that lacks an unrelated op (a branch not merged yet) fails only the
  * tests of that op, with the missing symbol's name.
  */
-import { dlopen, FFIType } from "bun:ffi";
-import { Backend, buildCpuLibrary, cudaUnavailableReason, openBackend, type Tensor } from "@tinyllama/kernels";
+import { dlopen } from "bun:ffi";
+import { Backend, buildCpuLibrary, cudaUnavailableReason, openBackend, symbols, type Tensor } from "@tinyllama/kernels";
 import { buildEmulatedCudaLibrary } from "./emu.ts";
 
-const { ptr, i32, i64, f32, cstring } = FFIType;
-
-/** Every function of kernels/include/tinyllama.h (plus ops of branches not merged here yet), in header
- * order. abi.test.ts checks that it covers the header and that the CUDA library exports all of it. */
-export const ABI = {
-  tl_error_string: { args: [i32], returns: cstring },
-  tl_last_error: { args: [], returns: cstring },
-  tl_backend: { args: [], returns: i32 },
-  tl_build_info: { args: [ptr], returns: i32 },
-  tl_set_num_threads: { args: [i32], returns: i32 },
-  tl_get_num_threads: { args: [ptr], returns: i32 },
-  tl_alloc: { args: [ptr, i64], returns: i32 },
-  tl_free: { args: [ptr], returns: i32 },
-  tl_zero: { args: [ptr, i64], returns: i32 },
-  tl_upload: { args: [ptr, ptr, i64], returns: i32 },
-  tl_download: { args: [ptr, ptr, i64], returns: i32 },
-  tl_copy: { args: [ptr, ptr, i64], returns: i32 },
-  tl_sync: { args: [], returns: i32 },
-  tl_matmul_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_matmul_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_embedding_forward: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_embedding_backward: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_rmsnorm_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, f32], returns: i32 },
-  tl_rmsnorm_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, i32, i32], returns: i32 },
-  tl_rope_tables: { args: [ptr, ptr, i32, i32, f32], returns: i32 },
-  tl_rope_forward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
-  tl_rope_backward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
-  tl_attention_forward: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
-  tl_attention_backward: { args: [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
-  // the inference branch's decode attention (its header section may not be merged yet; the CUDA library has it)
-  tl_attention_decode: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
-  tl_swiglu_forward: { args: [ptr, ptr, ptr, i64], returns: i32 },
-  tl_swiglu_backward: { args: [ptr, ptr, ptr, ptr, ptr, i64], returns: i32 },
-  tl_add: { args: [ptr, ptr, ptr, i64], returns: i32 },
-  tl_accumulate: { args: [ptr, ptr, i64], returns: i32 },
-  tl_scale: { args: [ptr, f32, i64], returns: i32 },
-  tl_crossentropy_forward_backward: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, f32], returns: i32 },
-  tl_sumsq: { args: [ptr, ptr, i64], returns: i32 },
-  tl_adamw_step: { args: [ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
-  tl_cast_f32_to_bf16: { args: [ptr, ptr, i64], returns: i32 },
-  tl_cast_bf16_to_f32: { args: [ptr, ptr, i64], returns: i32 },
-  tl_matmul_forward_bf16: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_matmul_backward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_adamw_step_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
-} as const;
+/** Every function of kernels/include/tinyllama.h: the runtime's own FFI table, now that every op
+ * family is merged. abi.test.ts checks that it covers the header and that the CUDA library exports it. */
+export const ABI = symbols;
 
 export type AbiName = keyof typeof ABI;
 

@@ -27,3 +27,4 @@ export {
   type AdamWBf16Options,
 } from "./ops/bf16.ts";
 export { attentionDecode } from "./ops/attention_decode.ts";
+export { symbols, type KernelSymbols } from "./symbols.ts";
