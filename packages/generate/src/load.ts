@@ -10,9 +10,12 @@ import { Tokenizer } from "@tinyllama/tokenizer";
 export function resolveModelDir(path: string): string {
   if (!existsSync(path)) throw new Error(`model directory '${path}' does not exist`);
   if (!statSync(path).isDirectory()) throw new Error(`'${path}' is not a directory (pass a Hugging Face model directory or a training run directory)`);
-  if (existsSync(join(path, "config.json"))) return path;
+  // A training run directory: its final model is exported to RUN_DIR/hf (run.json marks the run).
   const hf = join(path, "hf");
   if (existsSync(join(hf, "config.json"))) return hf;
+  if (existsSync(join(path, "run.json")))
+    throw new Error(`'${path}' is a training run without a final export yet (no hf/config.json): let the run finish, or export a checkpoint`);
+  if (existsSync(join(path, "config.json"))) return path;
   throw new Error(`'${path}' has no config.json, nor hf/config.json (a training run exports its final model to RUN_DIR/hf)`);
 }
 

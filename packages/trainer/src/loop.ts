@@ -123,7 +123,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   }
   // Every rank starts from rank 0's weights (they are seeded alike; this makes it a guarantee).
   if (worldSize > 1) comm.broadcast(model.params.flat(), 0);
-  if (root) writeFileSync(join(out, "config.json"), JSON.stringify({ model: cfg, modelName: opts.modelName, train: tc, parameters: parameterCount(cfg), worldSize, zero: !!opts.zero && worldSize > 1 }, null, 2) + "\n");
+  if (root) writeFileSync(join(out, "run.json"), JSON.stringify({ model: cfg, modelName: opts.modelName, train: tc, parameters: parameterCount(cfg), worldSize, zero: !!opts.zero && worldSize > 1 }, null, 2) + "\n");
 
   const save = () => {
     const st = optimizer.state(); // collective under ZeRO-1: every rank takes part
