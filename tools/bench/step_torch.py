@@ -12,7 +12,8 @@ per call]}. The TypeScript
 bench keeps this process alive and alternates short blocks of ours and of PyTorch, so load from
 other users of the machine lands on both sides alike.
 
-Components (args): step (preset, B, T): zero_grad + forward + loss + backward of the whole model;
+Components (args): step (preset, B, T): the whole training step, zero_grad + forward + loss +
+backward + global-norm clipping + AdamW;
 mlp (B, T, dim, hiddenDim): the SwiGLU block forward + backward; rmsnorm (N, C): forward + backward;
 crossentropy (N, V): F.cross_entropy forward + backward over (N, V) logits.
 """
@@ -37,10 +38,17 @@ def make_step(preset="tinyllama-15m", B=8, T=256, seed=0):
     tokens = torch.randint(0, cfg["vocabSize"], (B, T), generator=g)
     targets = torch.randint(0, cfg["vocabSize"], (B, T), generator=g)
 
+    # AdamW as TinyLlama (and our trainer) runs it: decay on 2-D weights only, global-norm clip 1.0
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=4e-4, betas=(0.9, 0.95), eps=1e-8)
+
     def run():
         model.zero_grad(set_to_none=True)
         _, loss = model(tokens, targets)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
 
     return run
 

@@ -1,5 +1,5 @@
 /**
- * The whole training step (zeroGrad + forward + loss + backward) of the 15M preset (dim 288, 6
+ * The whole training step (zeroGrad + forward + loss + backward + clipping + AdamW) of the 15M preset (dim 288, 6
  * layers, 6 heads, 2 KV heads, hidden 768, vocab 32000) at B=8, T=256, in tokens/s, beside the same
  * step in PyTorch CPU eager (tools/bench/step_torch.py over tools/reference/llama.py, same config,
  * same thread count), interleaved in one process tree.
@@ -11,6 +11,7 @@
 import { flopsPerToken, getPreset } from "@tinyllama/config";
 import { getBackend } from "@tinyllama/kernels";
 import { Model } from "@tinyllama/model";
+import { AdamW, clipFactor, gradNorm } from "@tinyllama/optimizer";
 import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
 import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
 
@@ -31,10 +32,12 @@ let s = 12345;
 const rand = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0) % cfg.vocabSize);
 const tokens = Int32Array.from({ length: B * T }, rand), targets = Int32Array.from({ length: B * T }, rand);
 let loss = 0;
+const adam = new AdamW(model.params, model.grads!, { lr: 4e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1 });
 const step = () => {
   model.zeroGrad();
   loss = model.forward(tokens, targets);
   model.backward();
+  adam.step(4e-4, clipFactor(gradNorm(model.grads!), 1.0));
 };
 
 const peer = await startTorchPeer(threads);
@@ -51,4 +54,5 @@ if (t.peer !== null) {
   console.log(`  pytorch: ${fmt(t.peer)}   samples ${t.peerSamples.map((x) => x.toFixed(2)).join(" ")}`);
   console.log(ratioLine(t));
 }
+adam.free();
 model.free();
