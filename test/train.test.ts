@@ -123,6 +123,17 @@ describe("bun run train", () => {
     expect(r.err.trim().split("\n").length).toBeLessThanOrEqual(2);
   });
 
+  test("--profile prints where the time goes, per kernel, and writes nothing", () => {
+    const out = join(dir, "profile");
+    const r = run(["--config", "micro", "--batch", "2", "--seq", "32", "--data", data, "--out", out, "--profile"]);
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/profile: 3 steps of 2 x 32 x 1 tokens/);
+    expect(r.out).toMatch(/\| matmul_forward \| \d+ \| [\d.]+ \| [\d.]+% \| [\d.]+ \|/);
+    expect(r.out).toMatch(/\| attention_backward \|/);
+    expect(r.out).toMatch(/\| all kernels \|/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   test("--dry-run plans tinyllama-1.1b without allocating it", () => {
     const r = run(["--config", "tinyllama-1.1b", "--dry-run"]);
     expect(r.code).toBe(0);

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { ConfigError, defaultTrainConfig, getPreset, isPresetName, presetNames, loadModelConfig, parseTrainConfig, type ModelConfig, type TrainConfig } from "@tinyllama/config";
-import { describePlan, materializeBrown, sampleContinuations, train } from "@tinyllama/trainer";
+import { describePlan, materializeBrown, profileTraining, sampleContinuations, train } from "@tinyllama/trainer";
 import { Tokenizer } from "@tinyllama/tokenizer";
 import type { Model } from "@tinyllama/model";
 import { corpusFiles, findInputs, prepare, progressBar } from "@tinyllama/data";
@@ -30,6 +30,7 @@ const HELP = `usage: bun run train [flags]
   --zero                 ZeRO-1 under mpirun: each rank keeps the AdamW state of its shard only
                          (data-parallel: mpirun -np N bun run train ...; ranks split the data)
   --dry-run              print parameter count, memory plan and FLOPs, allocate nothing
+  --profile              time every kernel over a few steps and print where the time goes; writes nothing
 `;
 
 function fail(msg: string): never {
@@ -49,7 +50,7 @@ try {
       lr: { type: "string" }, "min-lr": { type: "string" }, warmup: { type: "string" }, "weight-decay": { type: "string" },
       "grad-clip": { type: "string" }, schedule: { type: "string" }, sample: { type: "string" }, seed: { type: "string" },
       "eval-every": { type: "string" }, "eval-batches": { type: "string" }, "save-every": { type: "string" }, "keep-last": { type: "string" },
-      resume: { type: "boolean" }, zero: { type: "boolean" }, device: { type: "string" }, threads: { type: "string" }, "dry-run": { type: "boolean" }, help: { type: "boolean", short: "h" },
+      resume: { type: "boolean" }, zero: { type: "boolean" }, profile: { type: "boolean" }, device: { type: "string" }, threads: { type: "string" }, "dry-run": { type: "boolean" }, help: { type: "boolean", short: "h" },
     },
   }).values;
 } catch (e) {
@@ -160,6 +161,11 @@ try {
   const data = root ? await resolveData(args.data, "llama2") : "";
   if (comm.worldSize > 1) comm.barrier();
   const dataPath = root ? data : await resolveData(args.data, "llama2");
+  if (args.profile) {
+    if (root) console.log(profileTraining({ model, train: tc, data: dataPath }));
+    comm.close();
+    process.exit(0);
+  }
   const out = resolve(args.out ?? join("runs", presetName));
   const tokenizer = await Tokenizer.llama2();
   const onFinish = async (trained: Model) => {

@@ -7,6 +7,7 @@ import { existsSync } from "node:fs";
 import { buildCpuLibrary, buildCudaLibrary, type CpuBuildOptions } from "./build.ts";
 import { KernelError, ShapeError, fmtShape } from "./errors.ts";
 import { symbols, type KernelSymbols } from "./symbols.ts";
+import { Profiler, profiledSymbols } from "./profile.ts";
 import { DTYPE_BYTES, DeviceBuffer, Tensor, checkShape, numelOf, type DType } from "./tensor.ts";
 
 export type DeviceKind = "cpu" | "cuda";
@@ -23,9 +24,28 @@ export class Backend {
     this.#lib = dlopen(libraryPath, symbols);
   }
 
+  #profiled: Lib | null = null;
+  #profiler: Profiler | null = null;
+
   /** The raw FFI functions. Prefer the shape-checked wrappers in ops/. */
   get lib(): Lib {
-    return this.#lib.symbols;
+    return this.#profiled ?? this.#lib.symbols;
+  }
+
+  /** Starts timing every kernel call (see Profiler); code that cached `lib` before is not seen. */
+  startProfile(): Profiler {
+    this.#profiler = new Profiler();
+    const raw = this.#lib.symbols;
+    this.#profiled = profiledSymbols(raw, this.#profiler, this.kind === "cuda" ? () => raw.tl_sync() : undefined);
+    return this.#profiler;
+  }
+
+  /** Stops profiling and returns what was collected. */
+  stopProfile(): Profiler | null {
+    const p = this.#profiler;
+    this.#profiled = null;
+    this.#profiler = null;
+    return p;
   }
 
   /** Throws a KernelError with the library's message when rc is not TL_OK. */

@@ -28,3 +28,4 @@ export {
 } from "./ops/bf16.ts";
 export { attentionDecode } from "./ops/attention_decode.ts";
 export { symbols, type KernelSymbols } from "./symbols.ts";
+export { Profiler, type OpStat } from "./profile.ts";

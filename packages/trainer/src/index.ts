@@ -10,3 +10,4 @@ export { brownDir, detokenizeBrown, materializeBrown } from "./brown.ts";
 export { Progress, fmtDuration } from "./progress.ts";
 export { train, loadWeights, type TrainOptions, type TrainResult } from "./loop.ts";
 export { sampleContinuations, type SampleOptions } from "./samples.ts";
+export { profileTraining } from "./profile.ts";

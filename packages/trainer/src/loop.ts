@@ -170,13 +170,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   try {
     while (step < tc.steps) {
       const t0 = performance.now();
-      model.zeroGrad();
-      let loss = 0;
-      for (let micro = 0; micro < tc.gradAccum; micro++) {
-        const b = nextBatch(loader);
-        loss += model.forward(b.inputs, b.targets) / tc.gradAccum;
-        model.backward();
-      }
+      let loss = accumulateGradients(model, () => nextBatch(loader), tc.gradAccum);
       if (worldSize > 1) loss = comm.allReduceScalar(loss, "mean");
       if (!Number.isFinite(loss)) {
         stoppedOnNaN = true;
@@ -223,8 +217,20 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return { step, finalLoss: lastLoss, finalValLoss: lastVal, tokens, seconds: elapsed, interrupted: interrupted || (opts.stopAfter !== undefined && step < tc.steps), stoppedOnNaN };
 }
 
+/** zeroGrad, then forward + backward over `gradAccum` micro-batches; returns the mean loss. */
+export function accumulateGradients(model: Model, next: () => { inputs: Int32Array; targets: Int32Array }, gradAccum: number): number {
+  model.zeroGrad();
+  let loss = 0;
+  for (let micro = 0; micro < gradAccum; micro++) {
+    const b = next();
+    loss += model.forward(b.inputs, b.targets) / gradAccum;
+    model.backward();
+  }
+  return loss;
+}
+
 /** The optimizer step as the loop sees it: returns the pre-clip norm of the mean gradient. */
-interface StepOptimizer {
+export interface StepOptimizer {
   step(lr: number, gradClip: number, gradAccum: number): number;
   /** Full moments (collective under ZeRO-1). */
   state(): { step: number; m: Float32Array; v: Float32Array };
@@ -233,7 +239,7 @@ interface StepOptimizer {
 }
 
 /** Replicated AdamW: gradients averaged over ranks with one bucketed all-reduce, then the fused step. */
-function replicatedOptimizer(adam: AdamW, comm: Communicator, model: Model): StepOptimizer {
+export function replicatedOptimizer(adam: AdamW, comm: Communicator, model: Model): StepOptimizer {
   return {
     step(lr, gradClip, gradAccum) {
       if (comm.worldSize > 1) comm.allReduce(model.grads!.flat(), "mean");

@@ -1,0 +1,74 @@
+/**
+ * Where the time goes: a per-op profile of every kernel call, collected by wrapping the FFI
+ * functions while profiling is on (no cost when it is off). Each row: calls, time, share of kernel
+ * time and, where the op's FLOPs follow from its shape arguments, achieved GFLOP/s.
+ */
+import type { KernelSymbols } from "./symbols.ts";
+
+type Args = readonly unknown[];
+const n = (a: Args, i: number) => Number(a[i] ?? 0);
+const set = (a: Args, i: number) => (a[i] === null || a[i] === undefined || a[i] === 0 ? 0 : 1);
+
+/** FLOPs of one call, from its arguments (the ABI's explicit shapes). */
+const FLOPS: Partial<Record<keyof KernelSymbols, (a: Args) => number>> = {
+  // out, inp, weight, bias, N, C, OC
+  tl_matmul_forward: (a) => 2 * n(a, 4) * n(a, 5) * n(a, 6),
+  // dinp, dweight, dbias, dout, inp, weight, N, C, OC: one GEMM per requested gradient
+  tl_matmul_backward: (a) => 2 * n(a, 6) * n(a, 7) * n(a, 8) * (set(a, 0) + set(a, 1)),
+  // out, lse, q, k, v, B, T, NH, NKV, HD: QK^T and PV over the causal half
+  tl_attention_forward: (a) => 2 * n(a, 5) * n(a, 7) * n(a, 6) * n(a, 6) * n(a, 9),
+  // dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, HD: recompute QK^T plus four products
+  tl_attention_backward: (a) => 5 * n(a, 9) * n(a, 11) * n(a, 10) * n(a, 10) * n(a, 13),
+};
+
+export interface OpStat {
+  op: string;
+  calls: number;
+  seconds: number;
+  flops: number;
+}
+
+export class Profiler {
+  readonly stats = new Map<string, OpStat>();
+  readonly started = performance.now();
+
+  record(op: string, seconds: number, flops: number): void {
+    const s = this.stats.get(op) ?? { op, calls: 0, seconds: 0, flops: 0 };
+    s.calls++;
+    s.seconds += seconds;
+    s.flops += flops;
+    this.stats.set(op, s);
+  }
+
+  /** A markdown table; `per` divides calls and times (e.g. the number of profiled steps). */
+  table(per = 1, wallSeconds?: number): string {
+    const rows = [...this.stats.values()].sort((a, b) => b.seconds - a.seconds);
+    const kernel = rows.reduce((t, r) => t + r.seconds, 0);
+    const lines = ["| op | calls | ms | share | GFLOP/s |", "|---|---:|---:|---:|---:|"];
+    for (const r of rows)
+      lines.push(`| ${r.op.replace(/^tl_/, "")} | ${(r.calls / per).toFixed(0)} | ${((r.seconds / per) * 1000).toFixed(2)} | ${((100 * r.seconds) / kernel).toFixed(1)}% | ${r.flops > 0 ? (r.flops / r.seconds / 1e9).toFixed(1) : "-"} |`);
+    lines.push(`| all kernels | ${(rows.reduce((t, r) => t + r.calls, 0) / per).toFixed(0)} | ${((kernel / per) * 1000).toFixed(2)} | 100% | ${(rows.reduce((t, r) => t + r.flops, 0) / kernel / 1e9).toFixed(1)} |`);
+    if (wallSeconds !== undefined)
+      lines.push(`\nkernels ${((kernel / per) * 1000).toFixed(1)} ms of ${((wallSeconds / per) * 1000).toFixed(1)} ms per step; the rest (${((100 * (wallSeconds - kernel)) / wallSeconds).toFixed(1)}%) is TypeScript, data loading and FFI overhead`);
+    return lines.join("\n");
+  }
+}
+
+/** Wraps every function of `lib` so each call is timed into `profiler`; `sync` makes async backends honest. */
+export function profiledSymbols<L extends Record<string, (...args: never[]) => unknown>>(lib: L, profiler: Profiler, sync?: () => void): L {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(lib)) {
+    const flops = FLOPS[name as keyof KernelSymbols];
+    const timed = name.startsWith("tl_error") || name === "tl_last_error" || name === "tl_sync";
+    out[name] = timed
+      ? fn
+      : (...args: unknown[]) => {
+          const t0 = performance.now();
+          const r = (fn as (...a: unknown[]) => unknown)(...args);
+          sync?.();
+          profiler.record(name, (performance.now() - t0) / 1000, flops ? flops(args) : 0);
+          return r;
+        };
+  }
+  return out as L;
+}
