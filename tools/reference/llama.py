@@ -20,6 +20,8 @@ _LLAMA = dict(ropeTheta=10000.0, normEps=1e-5, tieEmbeddings=False, bosId=1, eos
 PRESETS = {
     "tinyllama-1.1b": dict(_LLAMA, vocabSize=32000, dim=2048, hiddenDim=5632, nLayers=22, nHeads=32, nKvHeads=4, maxSeqLen=2048),
     "tinyllama-15m": dict(_LLAMA, vocabSize=32000, dim=288, hiddenDim=768, nLayers=6, nHeads=6, nKvHeads=2, maxSeqLen=256),
+    "tinyllama-42m": dict(_LLAMA, vocabSize=32000, dim=512, hiddenDim=1376, nLayers=8, nHeads=8, nKvHeads=4, maxSeqLen=1024),
+    "tinyllama-110m": dict(_LLAMA, vocabSize=32000, dim=768, hiddenDim=2048, nLayers=12, nHeads=12, nKvHeads=4, maxSeqLen=1024),
     "micro": dict(_LLAMA, vocabSize=512, dim=64, hiddenDim=176, nLayers=2, nHeads=4, nKvHeads=2, maxSeqLen=64),
 }
 
