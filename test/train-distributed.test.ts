@@ -10,7 +10,7 @@ import { getPreset } from "@tinyllama/config";
 import { WindowLoader, openTokenFile, splitWindows } from "@tinyllama/data";
 import { Model } from "@tinyllama/model";
 import { AdamW, clipFactor, cosineSchedule, gradNorm } from "@tinyllama/optimizer";
-import { relErr } from "@tinyllama/testing";
+import { relErr, syntheticTokens } from "@tinyllama/testing";
 import { latestSnapshot } from "@tinyllama/trainer";
 
 const MPIRUN = Bun.which("mpirun");
@@ -26,14 +26,7 @@ let dir = "", data = "";
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "tl-ddp-"));
   data = join(dir, "synth.bin");
-  const a = new Uint16Array(40_000);
-  let x = 1;
-  for (let i = 0; i < a.length; i++) {
-    if (i % 37 === 0) x = (i * 7919) % 500;
-    a[i] = x;
-    x = (x + 3) % 500;
-  }
-  writeFileSync(data, a);
+  writeFileSync(data, syntheticTokens(40_000));
 });
 
 function spawnMpi(np: number, args: string[]) {

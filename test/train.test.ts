@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, truncateSync, write
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { readSnapshot } from "@tinyllama/trainer";
+import { syntheticTokens } from "@tinyllama/testing";
 
 const ROOT = resolve(import.meta.dir, "..");
 const TRAIN = join(ROOT, "tools", "train.ts");
@@ -14,18 +15,11 @@ const ENV = { ...process.env, TINYLLAMA_THREADS: "2", TINYLLAMA_QUIET: "1" };
 let dir = "";
 let data = "";
 
-/** A learnable token stream (arithmetic runs mod 500) as a raw uint16 .bin, the llama2.c format. */
+/** A learnable token stream as a raw uint16 .bin, the llama2.c format. */
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "tl-train-"));
   data = join(dir, "synth.bin");
-  const a = new Uint16Array(50_000);
-  let x = 1;
-  for (let i = 0; i < a.length; i++) {
-    if (i % 37 === 0) x = (i * 7919) % 500;
-    a[i] = x;
-    x = (x + 3) % 500;
-  }
-  writeFileSync(data, a);
+  writeFileSync(data, syntheticTokens(50_000));
 });
 
 const BASE = ["--config", "micro", "--batch", "2", "--seq", "32", "--steps", "12", "--lr", "3e-3", "--warmup", "2", "--save-every", "2", "--eval-every", "0", "--keep-last", "0", "--seed", "7"];

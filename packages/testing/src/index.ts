@@ -33,3 +33,19 @@ export function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 export { finiteDiff, dot } from "./fd.ts";
 export { readSafetensors, type FixtureTensor } from "./safetensors.ts";
+
+/**
+ * A learnable token stream for training tests: runs of an arithmetic sequence (step 3, mod 500)
+ * restarting every 37 tokens, as uint16 (the raw llama2.c / nanoGPT .bin layout). Ids stay below
+ * 500, so it fits the micro preset's vocabulary.
+ */
+export function syntheticTokens(n: number): Uint16Array {
+  const a = new Uint16Array(n);
+  let x = 1;
+  for (let i = 0; i < n; i++) {
+    if (i % 37 === 0) x = (i * 7919) % 500;
+    a[i] = x;
+    x = (x + 3) % 500;
+  }
+  return a;
+}
