@@ -28,6 +28,15 @@ export function specFromLlamaTokenizerJs(data: LlamaTokenizerJsData): TokenizerS
     if (left === undefined || right === undefined || merged === undefined) throw new Error(`llama-tokenizer-js: merge ${JSON.stringify(key)} refers to pieces not in the vocabulary`);
     return { left, right, merged, rank };
   });
+  return llamaStyleSpec(pieces, merges);
+}
+
+/**
+ * The Llama 2 tokenizer's layout around a BPE vocabulary: <unk> <s> </s> at ids 0-2 (special),
+ * byte fallback, ▁ prepended to the text, BOS added and EOS not, SentencePiece-style decoding.
+ * Shared by the bundled Llama 2 vocabulary and vocabularies trained by trainBpe.
+ */
+export function llamaStyleSpec(pieces: string[], merges: MergeRule[]): TokenizerSpec {
   return {
     model: { pieces, merges, unkId: 0, byteFallback: true, fuseUnk: true },
     addedTokens: [

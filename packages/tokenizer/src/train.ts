@@ -9,7 +9,7 @@
 
 import type { MergeRule } from "./bpe.ts";
 import { byteToken } from "./bpe.ts";
-import { llamaDecoderSteps } from "./decode.ts";
+import { llamaStyleSpec } from "./llama2.ts";
 import { Tokenizer } from "./tokenizer.ts";
 
 export interface TrainOptions {
@@ -303,20 +303,5 @@ export function trainBpe(corpus: string | Iterable<string>, options: TrainOption
     pieces.push(symbolText[s]);
   }
   const rules: MergeRule[] = merges.map((m, rank) => ({ left: finalId[m.left], right: finalId[m.right], merged: finalId[m.merged], rank }));
-  return new Tokenizer({
-    model: { pieces, merges: rules, unkId: 0, byteFallback: true, fuseUnk: true },
-    addedTokens: [
-      { id: 0, content: "<unk>", special: true, lstrip: false, rstrip: false },
-      { id: 1, content: "<s>", special: true, lstrip: false, rstrip: false },
-      { id: 2, content: "</s>", special: true, lstrip: false, rstrip: false },
-    ],
-    prepend: "always",
-    removeExtraWhitespaces: false,
-    decoder: llamaDecoderSteps(true),
-    bosId: 1,
-    eosId: 2,
-    addBos: true,
-    addEos: false,
-    parseSpecial: true,
-  });
+  return new Tokenizer(llamaStyleSpec(pieces, rules));
 }
