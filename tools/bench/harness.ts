@@ -9,7 +9,7 @@
  * of the two medians is what we report; absolute GFLOP/s drift with the machine's load.
  */
 import { CString, FFIType, dlopen } from "bun:ffi";
-import { readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { cpus } from "node:os";
 
 /**
@@ -138,4 +138,51 @@ export function markdownTable(header: readonly string[], rows: readonly (readonl
 /** Geometric mean (the right average for ratios). */
 export function geomean(xs: readonly number[]): number {
   return xs.length === 0 ? NaN : Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
+}
+
+/**
+ * One row of the project's scoreboard. Every benchmark prints its own detailed table as before and,
+ * in addition, reports its headline rows with reportRows(); `bun run bench` collects them from all
+ * benchmarks of a run into one table and rewrites BENCHMARKS.md from them.
+ */
+export interface BenchRow {
+  /** Component, as `bun run bench <component>` names it: "matmul", "training step", "decode", ... */
+  component: string;
+  /** What was measured, short and specific: "15M lm head forward 2048x32000x288", "1.1B shapes, bf16 weights". */
+  case: string;
+  /** Unit of `ours` and `peer`: "GFLOP/s", "tok/s", "MB/s", "ms", "MiB peak RSS", ... */
+  unit: string;
+  /** Our figure (median of the interleaved samples, unless `note` says otherwise). */
+  ours: number;
+  /** The peer's figure from the same run, or null when there is no peer (or it was unavailable). */
+  peer: number | null;
+  /** Who the peer is, with version and settings where they matter: "PyTorch 1.13.0 eager, 2 threads". */
+  peerName: string | null;
+  /** true for rates (bigger wins), false for times and memory (smaller wins). Sets how the ratio is taken. */
+  higherIsBetter: boolean;
+  /** Target ratio (ours over peer, in the winning direction), e.g. 3.0 for "≥ 3.0x PyTorch". */
+  target?: number;
+  /** Our achieved GFLOP/s (model FLOPs) or GB/s where the row has one: `bun run bench` divides it by
+   * the machine's ceiling (our best matmul GFLOP/s, a large copy's GB/s) for the "of ceiling" column. */
+  gflops?: number;
+  gbs?: number;
+  /** Anything a reader needs to trust the number (e.g. "best/best 1.9x", "peer unavailable: no python3-torch"). */
+  note?: string;
+}
+
+/** ours/peer as a "how many times better are we" number: >1 means we win, whatever the unit's direction. */
+export function rowRatio(row: BenchRow): number | null {
+  if (row.peer === null || !(row.peer > 0) || !(row.ours > 0)) return null;
+  return row.higherIsBetter ? row.ours / row.peer : row.peer / row.ours;
+}
+
+/**
+ * Reports scoreboard rows: appended as JSON lines to the file named by $BENCH_ROWS (set by
+ * `bun run bench`); when a benchmark runs on its own (no $BENCH_ROWS) this does nothing, since the
+ * benchmark has already printed its own table.
+ */
+export function reportRows(rows: readonly BenchRow[]): void {
+  const file = process.env.BENCH_ROWS;
+  if (!file || rows.length === 0) return;
+  appendFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
 }
