@@ -103,6 +103,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const state = JSON.parse(new TextDecoder().decode(resumed.files.get("state.json"))) as RunState;
     if (JSON.stringify(state.model) !== JSON.stringify(cfg))
       throw new Error(`cannot resume: the checkpoint's model config differs from this run's (${resumed.dir})`);
+    checkResumable(state.train, tc, resumed.dir, log);
     model.params.flat("u8").write(resumed.files.get("params.bin")!);
     optimizer.loadState({ step: state.step, m: asF32(resumed.files.get("adam_m.bin")!), v: asF32(resumed.files.get("adam_v.bin")!) });
     // Rank 0's loader state is saved. Other ranks, and every rank after a change of world size,
@@ -324,4 +325,24 @@ function writeReport(out: string, metrics: MetricsLog, name: string, cfg: ModelC
   const tmp = join(out, ".report.html.tmp");
   writeFileSync(tmp, html);
   renameSync(tmp, join(out, "report.html"));
+}
+
+/**
+ * Settings that decide which tokens each step sees: the saved loader position only means the same
+ * thing under the same ones, so changing them on --resume would silently train on a different
+ * stream (or re-read/skip data). Other settings (steps, lr, eval cadence...) may change: logged.
+ */
+const DATA_ORDER_KEYS = ["batch", "seq", "sample", "seed", "gradAccum"] as const;
+
+export function checkResumable(saved: Partial<TrainConfig> | undefined, now: TrainConfig, dir: string, log: (msg: string) => void): void {
+  if (!saved) return; // checkpoints from before train settings were saved: nothing to compare
+  const flag: Record<string, string> = { batch: "--batch", seq: "--seq", sample: "--sample", seed: "--seed", gradAccum: "--grad-accum" };
+  const bad = DATA_ORDER_KEYS.filter((k) => saved[k] !== undefined && saved[k] !== now[k]);
+  if (bad.length > 0)
+    throw new Error(
+      `cannot resume: ${bad.map((k) => `${flag[k]} was ${String(saved[k])} in the saved run and is ${String(now[k])} now`).join("; ")} (${dir}). ` +
+        "These decide which tokens each step reads; pass the saved values to continue that run, or start a new run with --out.",
+    );
+  const changed = (Object.keys(now) as (keyof TrainConfig)[]).filter((k) => saved[k] !== undefined && JSON.stringify(saved[k]) !== JSON.stringify(now[k]));
+  if (changed.length > 0) log(`note: resuming with changed settings: ${changed.map((k) => `${k} ${JSON.stringify(saved[k])} -> ${JSON.stringify(now[k])}`).join(", ")}`);
 }
