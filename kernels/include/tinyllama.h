@@ -157,6 +157,16 @@ int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, fl
                        float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,
                        int t);
 
+/* -------------------------------------------------------- bf16 attention ---- */
+/* Causal GQA attention on bf16 q (B,T,NH,HD), k, v (B,T,NKV,HD) into bf16 out (B,T,NH,HD) and fp32
+ * lse (B,NH,T), the forward of a bf16 step (the backward is tl_attention_backward on fp32 copies).
+ * Scores, softmax statistics and accumulation are fp32; out is rounded to bf16 once. CUDA runs it
+ * on tensor cores (HD a multiple of 16, at most 128; other head dims take the fp32 kernel on
+ * widened copies) and rounds the probabilities to bf16 before P@V, as FlashAttention-2 does; the
+ * CPU twin keeps them fp32, so the two agree to bf16 tolerance, not bit for bit. */
+int tl_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                              int B, int T, int NH, int NKV, int HD);
+
 /* ------------------------------------------------ attention decode (inference) ---- */
 /* Attention of ONE new query per sequence over a KV cache (generation with a cache):
  * query head h of sequence b attends to the cached keys/values at positions 0..pos of kv head

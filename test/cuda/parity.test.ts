@@ -136,6 +136,23 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
     attention([[1, 40, 2, 1, 160]]);
   });
 
+  ptest("bf16 attention forward (tensor cores on CUDA; head dims 16..128 and a widened fallback, ragged T, GQA)", ["tl_attention_forward_bf16"], false, () => {
+    const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 16], [2, 37, 4, 2, 64], [1, 130, 2, 1, 48], [1, 70, 4, 4, 128], [1, 65, 2, 2, 32], [1, 29, 2, 1, 24]];
+    shapes.forEach(([B, T, NH, NKV, HD], i) => {
+      // bf16 bits of scaled normal values; scale 2 spreads the scores so the online softmax rescales across tiles
+      const bits = (n: number, seed: number) => Uint16Array.from(rnd(n, seed, 2), (x) => new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16);
+      const Q = bits(B * T * NH * HD, 200 + i), K = bits(B * T * NKV * HD, 210 + i), Vv = bits(B * T * NKV * HD, 220 + i);
+      const res = onBoth(["tl_attention_forward_bf16"], (be, ops) => {
+        const q = put(be, Q), k = put(be, K), v = put(be, Vv), out = be.tensor([Q.length], "bf16"), lse = be.tensor([B * NH * T]);
+        ok(be, "attention_forward_bf16", ops.tl_attention_forward_bf16(p(out), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD));
+        return { out, lse };
+      });
+      expectClose({ cpu: { out: res.cpu.out! }, cuda: { out: res.cuda.out! } }, BF16, `bf16 attention out B${B} T${T} NH${NH} NKV${NKV} HD${HD}`);
+      // lse comes from fp32 scores of exact bf16 products: fp32 accuracy, not bf16
+      expectClose({ cpu: { lse: res.cpu.lse! }, cuda: { lse: res.cuda.lse! } }, F32, `bf16 attention lse B${B} T${T} HD${HD}`);
+    });
+  });
+
   ptest("attention decode over a KV cache", ["tl_attention_decode"], false, () => {
     for (const [B, NH, NKV, HD, maxT, pos] of [[2, 8, 2, 64, 100, 77], [1, 4, 4, 32, 16, 0], [3, 32, 4, 64, 300, 299]] as number[][]) {
       const Q = rnd(B! * NH! * HD!, 300), K = rnd(B! * maxT! * NKV! * HD!, 301), V = rnd(B! * maxT! * NKV! * HD!, 302);

@@ -133,6 +133,8 @@ float tl_emu_shfl(float v, int src_lane, int xor_mask) {
   return r;
 }
 
+void tl_emu_syncwarp(void) { warp_barrier(); }
+
 void *tl_emu_dyn_smem(void) { return dyn.data(); }
 
 cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<void()> &b) {

@@ -82,6 +82,10 @@ inline void tl_emu_launch(tl_emu_cfg_t c, void (*kernel)(P...), A &&...args) {
 }
 
 /* ---- device functions ---- */
+/* A warp barrier (the warp's lanes all arrive or the launch reports a deadlock). */
+void tl_emu_syncwarp(void);
+inline void __syncwarp(unsigned = 0xffffffffu) { tl_emu_syncwarp(); }
+inline float __expf(float x) { return expf(x); }
 inline float __shfl_sync(unsigned, float v, int src) { return tl_emu_shfl(v, src, -1); }
 inline float __shfl_xor_sync(unsigned, float v, int mask) { return tl_emu_shfl(v, -1, mask); }
 inline int atomicExch(int *p, int v) {

@@ -61,6 +61,26 @@ export function attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor,
   be.check(op, be.lib.tl_attention_forward(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
 }
 
+/**
+ * The forward of a bf16 step: out (B,T,NH,HD) bf16 and lse (B,NH,T) fp32 from bf16 q, k, v, with
+ * fp32 scores, softmax and accumulation (tensor cores on CUDA). Its lse serves attentionBackward
+ * on fp32 copies of the inputs.
+ */
+export function attentionForwardBf16(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor): void {
+  const op = "attention_forward_bf16";
+  const be = chk.sameBackend(op, { out, lse, q, k, v });
+  for (const [n, t] of Object.entries({ out, q, k, v })) chk.dtype(op, n, t, "bf16");
+  chk.dtype(op, "lse", lse, "f32");
+  const d = dims(op, q, k, v);
+  same(op, "out", out, "q", q);
+  lseShape(op, lse, q, d);
+  for (const [n, t] of Object.entries({ q, k, v }))
+    if (overlaps(out, t) || overlaps(lse, t)) throw new ShapeError(`${op}: outputs 'out'/'lse' overlap the input '${n}' ${fmtShape(t.shape)}`);
+  if (overlaps(out, lse)) throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} and 'lse' ${fmtShape(lse.shape)} overlap`);
+  if (q.numel === 0 || k.numel === 0) return;
+  be.check(op, be.lib.tl_attention_forward_bf16(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
+}
+
 /** dq (B,T,NH,HD), dk, dv (B,T,NKV,HD) += gradients of attention given dout, the inputs, out and lse. */
 export function attentionBackward(
   grads: { dq: Tensor; dk: Tensor; dv: Tensor },
