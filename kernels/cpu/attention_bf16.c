@@ -31,3 +31,24 @@ int tl_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *q, cons
   free(of);
   return rc;
 }
+
+int tl_attention_backward_bf16(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q,
+                               const uint16_t *k, const uint16_t *v, const uint16_t *out, const float *lse, int B, int T,
+                               int NH, int NKV, int HD) {
+  static const char *who = "tl_attention_backward_bf16";
+  TL_REQUIRE(dq && dk && dv && dout && q && k && v && out && lse, "%s: NULL pointer", who);
+  TL_REQUIRE(B > 0 && T > 0 && NH > 0 && NKV > 0 && HD > 0, "%s: sizes must be positive (B=%d T=%d NH=%d NKV=%d HD=%d)",
+             who, B, T, NH, NKV, HD);
+  TL_REQUIRE(NH % NKV == 0, "%s: NH=%d is not a multiple of NKV=%d", who, NH, NKV);
+  const int64_t nq = (int64_t)B * T * NH * HD, nkv = (int64_t)B * T * NKV * HD;
+  float *dof = widen(dout, nq), *qf = widen(q, nq), *kf = widen(k, nkv), *vf = widen(v, nkv), *of = widen(out, nq);
+  int rc = TL_OK;
+  if (!dof || !qf || !kf || !vf || !of) rc = tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: could not allocate fp32 copies (%lld floats)", who, (long long)(nq * 3 + nkv * 2));
+  if (rc == TL_OK) rc = tl_attention_backward(dq, dk, dv, dof, qf, kf, vf, of, lse, B, T, NH, NKV, HD);
+  free(dof);
+  free(qf);
+  free(kf);
+  free(vf);
+  free(of);
+  return rc;
+}

@@ -1,4 +1,4 @@
-/* tl_attention_forward_bf16: causal GQA flash attention forward on tensor cores (bf16 inputs,
+/* tl_attention_forward_bf16 and tl_attention_backward_bf16: causal GQA flash attention on tensor cores (bf16 inputs,
  * fp32 accumulation), FlashAttention-2's forward written with the WMMA API (16x16x16 bf16
  * fragments; sm_80 and newer).
  *
@@ -159,6 +159,224 @@ attention_forward_tc_kernel(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 
   }
 }
 
+/* ---------------------------------------------------------------- backward ---- */
+/* FlashAttention-2's backward on tensor cores, split like the fp32 kernels so that every gradient
+ * element has one writer and a fixed summation order (deterministic, no atomics):
+ *   dq kernel, query owners (grid ceil(T/64) x NH x B): per key tile, S = Q_w K^T and
+ *     dP = dO_w V^T (tensor cores), dS = P (dP - D) with P = exp(scale S - lse) (fp32, rounded
+ *     to bf16), dQ_w += dS K (tensor cores, fp32 accumulator fragments kept across tiles).
+ *   dk/dv kernel, key owners (grid ceil(T/64) x NKV x B): per query head of the group and query
+ *     tile from the diagonal on, S^T = K_w Q^T and dP^T = V_w dO^T, then dV_w += P^T dO and
+ *     dK_w += dS^T Q.
+ * Both recompute P (the price of one writer per element, as in the fp32 kernels). D = rowsum(dO O)
+ * comes first, in fp32, into the attention scratch buffer. */
+
+__global__ void attention_rowdot_bf16_kernel(float *Dvec, const __nv_bfloat16 *dout, const __nv_bfloat16 *out, int B,
+                                             int T, int NH, int HD) {
+  const int64_t row = (int64_t)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); /* over (b,t,h) */
+  const int lane = threadIdx.x & 31;
+  if (row >= (int64_t)B * T * NH) return; /* warp-uniform */
+  const __nv_bfloat16 *a = dout + row * HD, *c = out + row * HD;
+  float acc = 0.0f;
+  for (int d = lane; d < HD; d += 32) acc += __bfloat162float(a[d]) * __bfloat162float(c[d]);
+  acc = tl_warp_sum(acc);
+  const int h = (int)(row % NH);
+  const int64_t bt = row / NH;
+  const int t = (int)(bt % T), b = (int)(bt / T);
+  if (lane == 0) Dvec[((int64_t)b * NH + h) * T + t] = acc;
+}
+
+template <int HD>
+struct TcBwdLayout {
+  static constexpr int LDO = HD + 4, LDH = HD + 8;
+  /* fp32: S, dP (64 x LDS), later reused for the warps' 16 x LDO results; bf16: four 64 x LDH tiles, dS (64 x LDP) */
+  static constexpr size_t dq_bytes = sizeof(float) * (size_t)(2 * 64 * TC_LDS) + sizeof(__nv_bfloat16) * (size_t)(4 * 64 * LDH + 64 * TC_LDP);
+  /* the same plus lse and D of the query tile (64 each) and a second bf16 64 x LDP tile (P^T and dS^T) */
+  static constexpr size_t dkdv_bytes = dq_bytes + sizeof(float) * 128 + sizeof(__nv_bfloat16) * (size_t)(64 * TC_LDP);
+  static_assert(4 * 16 * LDO <= 2 * 64 * TC_LDS, "the result staging area must fit in S + dP");
+};
+
+/* S (or S^T) tile = A_w (16 x HD, row-major at a) times the 16-row panels of Bm (64 x HD, row-major)
+ * transposed, for the 16-wide column blocks n with !skip(n); stored fp32 at s with row stride TC_LDS. */
+template <int HD, typename Skip>
+__device__ __forceinline__ void tc_products_nt(float *s, const __nv_bfloat16 *a, const __nv_bfloat16 *bm, Skip skip) {
+  constexpr int LDH = HD + 8;
+  for (int n = 0; n < 4; n++) {
+    if (skip(n)) continue; /* warp-uniform */
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
+      wmma::load_matrix_sync(fa, a + kk * 16, LDH);
+      wmma::load_matrix_sync(fb, bm + n * 16 * LDH + kk * 16, LDH);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(s + n * 16, acc, TC_LDS, wmma::mem_row_major);
+  }
+}
+
+/* acc[dn] += A_w (16 x 64 bf16 at a, row stride TC_LDP) times Bm (64 x HD, row-major), skipping the
+ * 16-row blocks kk of Bm with skip(kk). */
+template <int HD, typename Skip>
+__device__ __forceinline__ void tc_products_nn(wmma::fragment<wmma::accumulator, 16, 16, 16, float> *acc,
+                                               const __nv_bfloat16 *a, const __nv_bfloat16 *bm, Skip skip) {
+  constexpr int LDH = HD + 8;
+#pragma unroll
+  for (int dn = 0; dn < HD / 16; dn++)
+    for (int kk = 0; kk < 4; kk++) {
+      if (skip(kk)) continue; /* warp-uniform */
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
+      wmma::load_matrix_sync(fa, a + kk * 16, TC_LDP);
+      wmma::load_matrix_sync(fb, bm + kk * 16 * LDH + dn * 16, LDH);
+      wmma::mma_sync(acc[dn], fa, fb, acc[dn]);
+    }
+}
+
+/* Loads rows r0.. of a (.., rowStride) bf16 tensor (row r at base + r * rowStride) into a 64 x LDH
+ * tile, zero past T. */
+template <int HD>
+__device__ __forceinline__ void tc_load_rows(__nv_bfloat16 *tile, const __nv_bfloat16 *base, int64_t rowStride, int r0, int T) {
+  constexpr int LDH = HD + 8;
+  for (int idx = threadIdx.x; idx < 64 * HD; idx += blockDim.x) {
+    const int j = idx / HD, d = idx % HD, row = r0 + j;
+    tile[j * LDH + d] = row < T ? base[(int64_t)row * rowStride + d] : __float2bfloat16(0.0f);
+  }
+}
+
+/* Adds scale * (the warp's 16 x HD accumulators) to rows row0.. of dst (row stride rowStride),
+ * through the staging area stage (warp-private 16 x LDO fp32). Lane (r, half) writes half a row. */
+template <int HD>
+__device__ __forceinline__ void tc_add_rows(float *dst, int64_t rowStride, int row0, int T, float scale, float *stage,
+                                            wmma::fragment<wmma::accumulator, 16, 16, 16, float> *acc) {
+  constexpr int LDO = HD + 4;
+  const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
+#pragma unroll
+  for (int dn = 0; dn < HD / 16; dn++) wmma::store_matrix_sync(stage + dn * 16, acc[dn], LDO, wmma::mem_row_major);
+  __syncwarp();
+  if (row0 + r < T) {
+    float *row = dst + (int64_t)(row0 + r) * rowStride;
+    for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) row[d] += scale * stage[r * LDO + d];
+  }
+  __syncwarp();
+}
+
+template <int HD>
+__global__ void __launch_bounds__(32 * TC_WARPS)
+attention_dq_tc_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                       const __nv_bfloat16 *v, const float *lse, const float *Dvec, int T, int NH, int NKV, float scale) {
+  constexpr int LDH = HD + 8, LDO = HD + 4;
+  extern __shared__ float smem[];
+  float *Ss = smem, *dPs = Ss + 64 * TC_LDS;
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)(dPs + 64 * TC_LDS), *dOs = Qs + 64 * LDH, *Ks = dOs + 64 * LDH,
+                *Vs = Ks + 64 * LDH, *dSs = Vs + 64 * LDH;
+  const int b = blockIdx.z, h = blockIdx.y, g = h / (NH / NKV);
+  const int q0 = blockIdx.x * 64;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 1, half = lane & 1;
+  const int wrow = warp * 16, t = q0 + wrow + r, wlast = q0 + wrow + 15;
+
+  const int64_t qStride = (int64_t)NH * HD, kStride = (int64_t)NKV * HD;
+  tc_load_rows<HD>(Qs, q + ((int64_t)b * T * NH + h) * HD, qStride, q0, T);
+  tc_load_rows<HD>(dOs, dout + ((int64_t)b * T * NH + h) * HD, qStride, q0, T);
+  const float L = t < T ? lse[((int64_t)b * NH + h) * T + t] : 0.0f;
+  const float Dr = t < T ? Dvec[((int64_t)b * NH + h) * T + t] : 0.0f;
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[HD / 16];
+#pragma unroll
+  for (int dn = 0; dn < HD / 16; dn++) wmma::fill_fragment(acc[dn], 0.0f);
+
+  const int last = min(q0 + 64, T) - 1;
+  for (int k0 = 0; k0 <= last; k0 += 64) {
+    __syncthreads(); /* the previous tile is consumed (and Qs/dOs are written, the first time) */
+    tc_load_rows<HD>(Ks, k + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
+    tc_load_rows<HD>(Vs, v + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
+    __syncthreads();
+    auto above = [&](int n) { return k0 + n * 16 > wlast; }; /* keys all after the warp's rows */
+    tc_products_nt<HD>(Ss + wrow * TC_LDS, Qs + wrow * LDH, Ks, above);
+    tc_products_nt<HD>(dPs + wrow * TC_LDS, dOs + wrow * LDH, Vs, above);
+    __syncwarp();
+    const float *srow = Ss + (wrow + r) * TC_LDS, *dprow = dPs + (wrow + r) * TC_LDS;
+    __nv_bfloat16 *dsrow = dSs + (wrow + r) * TC_LDP;
+    for (int j = 0; j < 32; j++) {
+      const int c = half * 32 + ((j + r + 16 * half) & 31), key = k0 + c;
+      float ds = 0.0f;
+      if (key <= t && key < T) ds = __expf(srow[c] * scale - L) * (dprow[c] - Dr);
+      dsrow[c] = __float2bfloat16(ds);
+    }
+    __syncwarp();
+    tc_products_nn<HD>(acc, dSs + wrow * TC_LDP, Ks, above);
+  }
+  __syncthreads(); /* every warp is done with S/dP: reuse them as staging */
+  tc_add_rows<HD>(dq + ((int64_t)b * T * NH + h) * HD, qStride, q0 + wrow, T, scale, Ss + warp * 16 * LDO, acc);
+}
+
+template <int HD>
+__global__ void __launch_bounds__(32 * TC_WARPS)
+attention_dkdv_tc_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q,
+                         const __nv_bfloat16 *k, const __nv_bfloat16 *v, const float *lse, const float *Dvec, int T,
+                         int NH, int NKV, float scale) {
+  constexpr int LDH = HD + 8, LDO = HD + 4;
+  extern __shared__ float smem[];
+  float *STs = smem, *dPTs = STs + 64 * TC_LDS, *Ls = dPTs + 64 * TC_LDS, *Ds = Ls + 64;
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)(Ds + 64), *Vs = Ks + 64 * LDH, *Qs = Vs + 64 * LDH, *dOs = Qs + 64 * LDH,
+                *PTs = dOs + 64 * LDH, *dSTs = PTs + 64 * TC_LDP;
+  const int b = blockIdx.z, g = blockIdx.y, rep = NH / NKV;
+  const int k0 = blockIdx.x * 64;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r = lane >> 1, half = lane & 1;
+  const int wrow = warp * 16, kj = k0 + wrow + r, wfirst = k0 + wrow;
+
+  const int64_t qStride = (int64_t)NH * HD, kStride = (int64_t)NKV * HD;
+  tc_load_rows<HD>(Ks, k + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
+  tc_load_rows<HD>(Vs, v + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
+
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dK[HD / 16], dV[HD / 16];
+#pragma unroll
+  for (int dn = 0; dn < HD / 16; dn++) {
+    wmma::fill_fragment(dK[dn], 0.0f);
+    wmma::fill_fragment(dV[dn], 0.0f);
+  }
+
+  for (int hh = 0; hh < rep; hh++) {
+    const int h = g * rep + hh;
+    for (int q0 = k0; q0 < T; q0 += 64) { /* query tiles from the diagonal on (k0 is a multiple of 64) */
+      __syncthreads(); /* the previous tile is consumed (and Ks/Vs are written, the first time) */
+      tc_load_rows<HD>(Qs, q + ((int64_t)b * T * NH + h) * HD, qStride, q0, T);
+      tc_load_rows<HD>(dOs, dout + ((int64_t)b * T * NH + h) * HD, qStride, q0, T);
+      for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+        const bool ok = q0 + i < T;
+        Ls[i] = ok ? lse[((int64_t)b * NH + h) * T + q0 + i] : 0.0f;
+        Ds[i] = ok ? Dvec[((int64_t)b * NH + h) * T + q0 + i] : 0.0f;
+      }
+      __syncthreads();
+      auto before = [&](int n) { return q0 + n * 16 + 15 < wfirst; }; /* queries all before the warp's keys */
+      tc_products_nt<HD>(STs + wrow * TC_LDS, Ks + wrow * LDH, Qs, before);
+      tc_products_nt<HD>(dPTs + wrow * TC_LDS, Vs + wrow * LDH, dOs, before);
+      __syncwarp();
+      const float *srow = STs + (wrow + r) * TC_LDS, *dprow = dPTs + (wrow + r) * TC_LDS;
+      __nv_bfloat16 *prow = PTs + (wrow + r) * TC_LDP, *dsrow = dSTs + (wrow + r) * TC_LDP;
+      for (int j = 0; j < 32; j++) {
+        const int c = half * 32 + ((j + r + 16 * half) & 31), i = q0 + c;
+        float p = 0.0f, ds = 0.0f;
+        if (i >= kj && i < T) {
+          p = __expf(srow[c] * scale - Ls[c]);
+          ds = p * (dprow[c] - Ds[c]);
+        }
+        prow[c] = __float2bfloat16(p);
+        dsrow[c] = __float2bfloat16(ds);
+      }
+      __syncwarp();
+      tc_products_nn<HD>(dV, PTs + wrow * TC_LDP, dOs, before);
+      tc_products_nn<HD>(dK, dSTs + wrow * TC_LDP, Qs, before);
+    }
+  }
+  __syncthreads(); /* every warp is done with S^T/dP^T: reuse them as staging */
+  float *stage = STs + warp * 16 * LDO;
+  tc_add_rows<HD>(dk + ((int64_t)b * T * NKV + g) * HD, kStride, wfirst, T, scale, stage, dK);
+  tc_add_rows<HD>(dv + ((int64_t)b * T * NKV + g) * HD, kStride, wfirst, T, 1.0f, stage, dV);
+}
+
 /* Head dims the tensor-core kernel is built for; others widen to fp32 and use tl_attention_forward. */
 template <int HD>
 static int launch_tc(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v, int B, int T,
@@ -213,5 +431,75 @@ extern "C" int tl_attention_forward_bf16(uint16_t *out, float *lse, const uint16
     case 96: return launch_tc<96>(out, lse, q, k, v, B, T, NH, NKV);
     case 128: return launch_tc<128>(out, lse, q, k, v, B, T, NH, NKV);
     default: return forward_widened(out, lse, q, k, v, B, T, NH, NKV, HD);
+  }
+}
+
+template <int HD>
+static int launch_tc_backward(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+                              const uint16_t *v, const float *lse, const float *Dvec, int B, int T, int NH, int NKV) {
+  const size_t dq_bytes = TcBwdLayout<HD>::dq_bytes, dkdv_bytes = TcBwdLayout<HD>::dkdv_bytes;
+  int dev = 0, max_optin = 0;
+  TL_CUDA(cudaGetDevice(&dev));
+  TL_CUDA(cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  if (dkdv_bytes > (size_t)max_optin)
+    return tl_fail(TL_ERR_UNSUPPORTED, "tl_attention_backward_bf16: head dim %d needs %zu bytes of shared memory, the device allows %d",
+                   HD, dkdv_bytes, max_optin);
+  const float scale = 1.0f / sqrtf((float)HD);
+  typedef const __nv_bfloat16 *cb;
+  if (dq_bytes > 48 * 1024)
+    TL_CUDA(cudaFuncSetAttribute(attention_dq_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dq_bytes));
+  attention_dq_tc_kernel<HD><<<dim3((T + 63) / 64, NH, B), 32 * TC_WARPS, dq_bytes>>>(dq, (cb)dout, (cb)q, (cb)k, (cb)v, lse, Dvec, T, NH, NKV, scale);
+  TL_LAUNCHED("attention_dq_tc_kernel");
+  if (dkdv_bytes > 48 * 1024)
+    TL_CUDA(cudaFuncSetAttribute(attention_dkdv_tc_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dkdv_bytes));
+  attention_dkdv_tc_kernel<HD><<<dim3((T + 63) / 64, NKV, B), 32 * TC_WARPS, dkdv_bytes>>>(dk, dv, (cb)dout, (cb)q, (cb)k, (cb)v, lse, Dvec, T, NH, NKV, scale);
+  TL_LAUNCHED("attention_dkdv_tc_kernel");
+  return TL_OK;
+}
+
+static int backward_widened(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+                            const uint16_t *v, const uint16_t *out, const float *lse, int B, int T, int NH, int NKV, int HD) {
+  const int64_t nq = (int64_t)B * T * NH * HD, nkv = (int64_t)B * T * NKV * HD;
+  float *buf = NULL;
+  TL_CUDA(cudaMalloc((void **)&buf, (size_t)(3 * nq + 2 * nkv) * sizeof(float)));
+  float *dof = buf, *qf = dof + nq, *of = qf + nq, *kf = of + nq, *vf = kf + nkv;
+  int rc = tl_cuda_cast_to_f32(dof, dout, nq);
+  if (rc == TL_OK) rc = tl_cuda_cast_to_f32(qf, q, nq);
+  if (rc == TL_OK) rc = tl_cuda_cast_to_f32(of, out, nq);
+  if (rc == TL_OK) rc = tl_cuda_cast_to_f32(kf, k, nkv);
+  if (rc == TL_OK) rc = tl_cuda_cast_to_f32(vf, v, nkv);
+  if (rc == TL_OK) rc = tl_attention_backward(dq, dk, dv, dof, qf, kf, vf, of, lse, B, T, NH, NKV, HD);
+  cudaError_t e = cudaFree(buf);
+  if (rc == TL_OK && e != cudaSuccess)
+    return tl_fail(TL_ERR_BACKEND, "tl_attention_backward_bf16: cudaFree failed: %s", cudaGetErrorString(e));
+  return rc;
+}
+
+extern "C" int tl_attention_backward_bf16(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q,
+                                          const uint16_t *k, const uint16_t *v, const uint16_t *out, const float *lse,
+                                          int B, int T, int NH, int NKV, int HD) {
+  TL_REQUIRE(dq && dk && dv && dout && q && k && v && out && lse, "tl_attention_backward_bf16: NULL pointer");
+  TL_REQUIRE(B > 0 && T > 0 && NH > 0 && NKV > 0 && HD > 0,
+             "tl_attention_backward_bf16: sizes must be positive (B=%d T=%d NH=%d NKV=%d HD=%d)", B, T, NH, NKV, HD);
+  TL_REQUIRE(NH % NKV == 0, "tl_attention_backward_bf16: NH=%d is not a multiple of NKV=%d", NH, NKV);
+  TL_REQUIRE(B <= 65535 && NH <= 65535, "tl_attention_backward_bf16: B=%d or NH=%d exceeds the grid limit", B, NH);
+  if (HD % 16 != 0 || HD > 128 || HD == 80 || HD == 112)
+    return backward_widened(dq, dk, dv, dout, q, k, v, out, lse, B, T, NH, NKV, HD);
+
+  void *scratch = NULL;
+  const int64_t rows = (int64_t)B * T * NH;
+  TL_TRY(tl_cuda_scratch(TL_SCRATCH_ATTN, (size_t)rows * sizeof(float), &scratch));
+  float *Dvec = (float *)scratch;
+  const int64_t blocks = (rows + 7) / 8;
+  TL_REQUIRE(blocks <= 0x7fffffff, "tl_attention_backward_bf16: too many rows");
+  attention_rowdot_bf16_kernel<<<(unsigned)blocks, 256>>>(Dvec, (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)out, B, T, NH, HD);
+  TL_LAUNCHED("attention_rowdot_bf16_kernel");
+  switch (HD) {
+    case 16: return launch_tc_backward<16>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 32: return launch_tc_backward<32>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 48: return launch_tc_backward<48>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 64: return launch_tc_backward<64>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 96: return launch_tc_backward<96>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    default: return launch_tc_backward<128>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
   }
 }

@@ -159,13 +159,20 @@ int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, fl
 
 /* -------------------------------------------------------- bf16 attention ---- */
 /* Causal GQA attention on bf16 q (B,T,NH,HD), k, v (B,T,NKV,HD) into bf16 out (B,T,NH,HD) and fp32
- * lse (B,NH,T), the forward of a bf16 step (the backward is tl_attention_backward on fp32 copies).
+ * lse (B,NH,T), the forward of a bf16 step.
  * Scores, softmax statistics and accumulation are fp32; out is rounded to bf16 once. CUDA runs it
  * on tensor cores (HD a multiple of 16, at most 128; other head dims take the fp32 kernel on
  * widened copies) and rounds the probabilities to bf16 before P@V, as FlashAttention-2 does; the
  * CPU twin keeps them fp32, so the two agree to bf16 tolerance, not bit for bit. */
 int tl_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
                               int B, int T, int NH, int NKV, int HD);
+/* Its backward: dq (B,T,NH,HD), dk, dv (B,T,NKV,HD) fp32 += gradients, given bf16 dout, q, k, v, out
+ * and the fp32 lse of tl_attention_forward_bf16. D = rowsum(dout * out) and P = exp(s - lse) are
+ * fp32; CUDA (tensor cores) rounds P and dS to bf16 before their products, the CPU twin runs the
+ * fp32 backward on widened copies. */
+int tl_attention_backward_bf16(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q,
+                               const uint16_t *k, const uint16_t *v, const uint16_t *out, const float *lse, int B, int T,
+                               int NH, int NKV, int HD);
 
 /* ------------------------------------------------ attention decode (inference) ---- */
 /* Attention of ONE new query per sequence over a KV cache (generation with a cache):

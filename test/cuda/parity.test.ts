@@ -136,20 +136,32 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
     attention([[1, 40, 2, 1, 160]]);
   });
 
-  ptest("bf16 attention forward (tensor cores on CUDA; head dims 16..128 and a widened fallback, ragged T, GQA)", ["tl_attention_forward_bf16"], false, () => {
+  ptest("bf16 attention forward/backward (tensor cores on CUDA; head dims 16..128 and a widened fallback, ragged T, GQA)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
     const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 16], [2, 37, 4, 2, 64], [1, 130, 2, 1, 48], [1, 70, 4, 4, 128], [1, 65, 2, 2, 32], [1, 29, 2, 1, 24]];
     shapes.forEach(([B, T, NH, NKV, HD], i) => {
       // bf16 bits of scaled normal values; scale 2 spreads the scores so the online softmax rescales across tiles
-      const bits = (n: number, seed: number) => Uint16Array.from(rnd(n, seed, 2), (x) => new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16);
-      const Q = bits(B * T * NH * HD, 200 + i), K = bits(B * T * NKV * HD, 210 + i), Vv = bits(B * T * NKV * HD, 220 + i);
-      const res = onBoth(["tl_attention_forward_bf16"], (be, ops) => {
+      const bits = (n: number, seed: number, scale = 2) => Uint16Array.from(rnd(n, seed, scale), (x) => new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16);
+      const Q = bits(B * T * NH * HD, 200 + i), K = bits(B * T * NKV * HD, 210 + i), Vv = bits(B * T * NKV * HD, 220 + i), DO = bits(B * T * NH * HD, 230 + i, 1);
+      const G = { dq: rnd(Q.length, 240 + i), dk: rnd(K.length, 250 + i), dv: rnd(K.length, 260 + i) };
+      let cpuOut: Uint16Array | undefined; // onBoth runs the CPU first
+      const res = onBoth(["tl_attention_forward_bf16", "tl_attention_backward_bf16"], (be, ops) => {
         const q = put(be, Q), k = put(be, K), v = put(be, Vv), out = be.tensor([Q.length], "bf16"), lse = be.tensor([B * NH * T]);
         ok(be, "attention_forward_bf16", ops.tl_attention_forward_bf16(p(out), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD));
-        return { out, lse };
+        // the backward is given the CPU's output on both sides, so only the backward's own differences count
+        const outCpu = backends().cpu === be ? out : put(be, cpuOut!);
+        const dq = put(be, G.dq), dk = put(be, G.dk), dv = put(be, G.dv);
+        ok(be, "attention_backward_bf16", ops.tl_attention_backward_bf16(p(dq), p(dk), p(dv), p(put(be, DO)), p(q), p(k), p(v), p(outCpu), p(lse), B, T, NH, NKV, HD));
+        if (backends().cpu === be) cpuOut = out.read() as Uint16Array;
+        return { out, lse, dq, dk, dv };
       });
-      expectClose({ cpu: { out: res.cpu.out! }, cuda: { out: res.cuda.out! } }, BF16, `bf16 attention out B${B} T${T} NH${NH} NKV${NKV} HD${HD}`);
+      const what = `bf16 attention B${B} T${T} NH${NH} NKV${NKV} HD${HD}`;
+      expectClose({ cpu: { out: res.cpu.out! }, cuda: { out: res.cuda.out! } }, BF16, what);
       // lse comes from fp32 scores of exact bf16 products: fp32 accuracy, not bf16
-      expectClose({ cpu: { lse: res.cpu.lse! }, cuda: { lse: res.cuda.lse! } }, F32, `bf16 attention lse B${B} T${T} HD${HD}`);
+      expectClose({ cpu: { lse: res.cpu.lse! }, cuda: { lse: res.cuda.lse! } }, F32, what);
+      // gradients accumulate (+=) into random values: compare what each side added
+      const added = (side: Record<string, Host>, n: "dq" | "dk" | "dv") => (side[n] as Float32Array).map((x, j) => x - G[n][j]!);
+      const grads = (side: Record<string, Host>) => ({ dq: added(side, "dq"), dk: added(side, "dk"), dv: added(side, "dv") });
+      expectClose({ cpu: grads(res.cpu), cuda: grads(res.cuda) }, BF16, what);
     });
   });
 

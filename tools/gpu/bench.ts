@@ -28,7 +28,7 @@ const ops = opsOf(be, [
   "tl_attention_forward", "tl_attention_backward", "tl_rmsnorm_forward", "tl_rmsnorm_backward", "tl_rope_forward",
   "tl_rope_backward", "tl_swiglu_forward", "tl_swiglu_backward", "tl_crossentropy_forward_backward", "tl_adamw_step",
   "tl_adamw_step_bf16", "tl_sumsq", "tl_embedding_forward", "tl_embedding_backward", "tl_add", "tl_cast_f32_to_bf16",
-  "tl_rope_tables", "tl_accumulate", "tl_attention_forward_bf16",
+  "tl_rope_tables", "tl_accumulate", "tl_attention_forward_bf16", "tl_attention_backward_bf16",
 ] as AbiName[]);
 const p = (t: Tensor) => t.ptr("bench");
 const check = (op: string, rc: number) => be.check(op, rc);
@@ -140,7 +140,9 @@ section(() => {
   const q = h(N * NH * HD), k = h(N * NKV * HD), v = h(N * NKV * HD), o = h(N * NH * HD), lse = f(B * NH * T);
   const fl = 4 * B * NH * T * T * HD * 0.5;
   report({ name: `attention fwd bf16 tensor cores T${T} HD${HD}`, ms: time(() => check("attn16", ops.tl_attention_forward_bf16(p(o), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD)), IT(10)), amount: fl, unit: "TFLOP/s", ceiling: peak16 });
-  for (const t of [q, k, v, o, lse]) t.buffer.free();
+  const dq = f(N * NH * HD), dk = f(N * NKV * HD), dv = f(N * NKV * HD);
+  report({ name: `attention bwd bf16 tensor cores (2.5x fwd flops)`, ms: time(() => check("attn16b", ops.tl_attention_backward_bf16(p(dq), p(dk), p(dv), p(o), p(q), p(k), p(v), p(o), p(lse), B, T, NH, NKV, HD)), IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  for (const t of [q, k, v, o, lse, dq, dk, dv]) t.buffer.free();
 });
 section(() => {
   const x = f(N * C), w = f(C), y = f(N * C), r = f(N), dx = f(N * C), dw = f(C);

@@ -14,7 +14,7 @@ export { swigluForward, swigluBackward } from "./ops/swiglu.ts";
 export { add, accumulate, scale } from "./ops/elementwise.ts";
 export { crossEntropy, type CrossEntropyOptions } from "./ops/crossentropy.ts";
 export { ropeTables, ropeForward, ropeBackward } from "./ops/rope.ts";
-export { attentionForward, attentionForwardBf16, attentionBackward, type AttentionDims } from "./ops/attention.ts";
+export { attentionForward, attentionForwardBf16, attentionBackward, attentionBackwardBf16, type AttentionDims } from "./ops/attention.ts";
 export { sumsq, adamwStep, type AdamWStepOptions } from "./ops/optimizer.ts";
 export {
   castF32ToBf16,

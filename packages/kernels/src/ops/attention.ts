@@ -82,7 +82,21 @@ export function attentionForwardBf16(out: Tensor, lse: Tensor, q: Tensor, k: Ten
 }
 
 /** dq (B,T,NH,HD), dk, dv (B,T,NKV,HD) += gradients of attention given dout, the inputs, out and lse. */
-export function attentionBackward(
+export function attentionBackward(grads: { dq: Tensor; dk: Tensor; dv: Tensor }, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor): void {
+  backward("attention_backward", "f32", grads, dout, q, k, v, out, lse);
+}
+
+/**
+ * The backward of attentionForwardBf16: fp32 dq, dk, dv += gradients, from bf16 dout, q, k, v, out
+ * and the fp32 lse (tensor cores on CUDA).
+ */
+export function attentionBackwardBf16(grads: { dq: Tensor; dk: Tensor; dv: Tensor }, dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor): void {
+  backward("attention_backward_bf16", "bf16", grads, dout, q, k, v, out, lse);
+}
+
+function backward(
+  op: string,
+  inDtype: "f32" | "bf16",
   grads: { dq: Tensor; dk: Tensor; dv: Tensor },
   dout: Tensor,
   q: Tensor,
@@ -91,12 +105,12 @@ export function attentionBackward(
   out: Tensor,
   lse: Tensor,
 ): void {
-  const op = "attention_backward";
   const { dq, dk, dv } = grads;
   if (!dq || !dk || !dv) throw new ShapeError(`${op}: dq, dk and dv are all required`);
   const named = { dq, dk, dv, dout, q, k, v, out, lse };
   const be = chk.sameBackend(op, named);
-  for (const [n, t] of Object.entries(named)) chk.dtype(op, n, t, "f32");
+  for (const [n, t] of Object.entries({ dq, dk, dv, lse })) chk.dtype(op, n, t, "f32");
+  for (const [n, t] of Object.entries({ dout, q, k, v, out })) chk.dtype(op, n, t, inDtype);
   const d = dims(op, q, k, v);
   same(op, "dq", dq, "q", q);
   same(op, "dk", dk, "k", k);
@@ -115,7 +129,7 @@ export function attentionBackward(
   if (q.numel === 0 || k.numel === 0) return;
   be.check(
     op,
-    be.lib.tl_attention_backward(
+    (inDtype === "f32" ? be.lib.tl_attention_backward : be.lib.tl_attention_backward_bf16)(
       dq.ptr(op), dk.ptr(op), dv.ptr(op), dout.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), out.ptr(op), lse.ptr(op),
       d.B, d.T, d.NH, d.NKV, d.HD,
     ),
