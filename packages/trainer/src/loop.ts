@@ -103,7 +103,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const state = JSON.parse(new TextDecoder().decode(resumed.files.get("state.json"))) as RunState;
     if (JSON.stringify(state.model) !== JSON.stringify(cfg))
       throw new Error(`cannot resume: the checkpoint's model config differs from this run's (${resumed.dir})`);
-    checkResumable(state.train, tc, resumed.dir, log);
+    checkResumable({ ...state.train, worldSize: state.worldSize ?? 1 }, { ...tc, worldSize }, resumed.dir, log);
     model.params.flat("u8").write(resumed.files.get("params.bin")!);
     optimizer.loadState({ step: state.step, m: asF32(resumed.files.get("adam_m.bin")!), v: asF32(resumed.files.get("adam_v.bin")!) });
     // Rank 0's loader state is saved. Other ranks, and every rank after a change of world size,
@@ -328,21 +328,36 @@ function writeReport(out: string, metrics: MetricsLog, name: string, cfg: ModelC
 }
 
 /**
- * Settings that decide which tokens each step sees: the saved loader position only means the same
- * thing under the same ones, so changing them on --resume would silently train on a different
- * stream (or re-read/skip data). Other settings (steps, lr, eval cadence...) may change: logged.
+ * What --resume must keep: the sequence length, sampler and seed decide which tokens the saved
+ * loader position points at, and batch x grad-accum x ranks is the optimizer step's size. Changing
+ * them would silently train on another stream or another step size. Splitting the same step
+ * differently (2 ranks x batch 2 -> 1 process x batch 4) is fine: a changed world size already
+ * re-derives each rank's position. Other settings (steps, lr, eval cadence...) may change: logged.
  */
-const DATA_ORDER_KEYS = ["batch", "seq", "sample", "seed", "gradAccum"] as const;
-
-export function checkResumable(saved: Partial<TrainConfig> | undefined, now: TrainConfig, dir: string, log: (msg: string) => void): void {
-  if (!saved) return; // checkpoints from before train settings were saved: nothing to compare
-  const flag: Record<string, string> = { batch: "--batch", seq: "--seq", sample: "--sample", seed: "--seed", gradAccum: "--grad-accum" };
-  const bad = DATA_ORDER_KEYS.filter((k) => saved[k] !== undefined && saved[k] !== now[k]);
-  if (bad.length > 0)
-    throw new Error(
-      `cannot resume: ${bad.map((k) => `${flag[k]} was ${String(saved[k])} in the saved run and is ${String(now[k])} now`).join("; ")} (${dir}). ` +
-        "These decide which tokens each step reads; pass the saved values to continue that run, or start a new run with --out.",
-    );
-  const changed = (Object.keys(now) as (keyof TrainConfig)[]).filter((k) => saved[k] !== undefined && JSON.stringify(saved[k]) !== JSON.stringify(now[k]));
+export function checkResumable(
+  saved: (Partial<TrainConfig> & { worldSize: number }) | undefined,
+  now: TrainConfig & { worldSize: number },
+  dir: string,
+  log: (msg: string) => void,
+): void {
+  if (!saved) return;
+  const flag: Record<string, string> = { seq: "--seq", sample: "--sample", seed: "--seed" };
+  const problems = (["seq", "sample", "seed"] as const)
+    .filter((k) => saved[k] !== undefined && saved[k] !== now[k])
+    .map((k) => `${flag[k]} was ${String(saved[k])} in the saved run and is ${String(now[k])} now`);
+  if (saved.batch !== undefined && saved.gradAccum !== undefined) {
+    const before = saved.batch * saved.gradAccum * saved.worldSize, after = now.batch * now.gradAccum * now.worldSize;
+    if (before !== after)
+      problems.push(
+        `a step was ${before} sequences (--batch ${saved.batch} x --grad-accum ${saved.gradAccum} x ${saved.worldSize} rank(s)) and would be ${after} (--batch ${now.batch} x --grad-accum ${now.gradAccum} x ${now.worldSize})`,
+      );
+    else if (saved.worldSize === now.worldSize && (saved.batch !== now.batch || saved.gradAccum !== now.gradAccum))
+      problems.push(`--batch/--grad-accum were ${saved.batch}/${saved.gradAccum} and are ${now.batch}/${now.gradAccum} now on the same ${now.worldSize} rank(s), which the saved loader position does not carry over to`);
+  }
+  if (problems.length > 0)
+    throw new Error(`cannot resume: ${problems.join("; ")} (${dir}). Pass the saved values to continue that run, or start a new run with another --out.`);
+  const changed = (Object.keys(now) as (keyof TrainConfig)[]).filter(
+    (k) => k !== ("worldSize" as string) && saved[k] !== undefined && JSON.stringify(saved[k]) !== JSON.stringify(now[k]),
+  );
   if (changed.length > 0) log(`note: resuming with changed settings: ${changed.map((k) => `${k} ${JSON.stringify(saved[k])} -> ${JSON.stringify(now[k])}`).join(", ")}`);
 }
