@@ -45,6 +45,72 @@ struct TcLayout {
       sizeof(float) * (size_t)(TC_BQ * LDO + TC_BQ * TC_LDS) + sizeof(__nv_bfloat16) * (size_t)(TC_BQ * LDH + 2 * TC_BKV * LDH + TC_BQ * TC_LDP);
 };
 
+typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> FragA;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> FragBt;
+typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> FragB;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> FragC;
+
+/* A warp's 16 x HD bf16 panel (row stride HD+8 in shared memory) as HD/16 A fragments, loaded once
+ * and reused for every tile (saves a shared-memory load per product). */
+template <int HD>
+__device__ __forceinline__ void tc_load_panel(FragA (&a)[HD / 16], const __nv_bfloat16 *p) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; kk++) wmma::load_matrix_sync(a[kk], p + kk * 16, HD + 8);
+}
+
+/* s (16 x 64 fp32, row stride TC_LDS) = A (16 x HD: a panel in registers, or in shared memory at
+ * ap) times the rows of Bm (64 x HD, row-major, stride HD+8) transposed; the 16-wide column blocks
+ * n with skip(n) are left unwritten. */
+template <int HD, typename Skip>
+__device__ __forceinline__ void tc_products_nt(float *s, const FragA (&a)[HD / 16], const __nv_bfloat16 *bm, Skip skip) {
+  for (int n = 0; n < 4; n++) {
+    if (skip(n)) continue; /* warp-uniform */
+    FragC acc;
+    wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+      FragBt fb;
+      wmma::load_matrix_sync(fb, bm + n * 16 * (HD + 8) + kk * 16, HD + 8);
+      wmma::mma_sync(acc, a[kk], fb, acc);
+    }
+    wmma::store_matrix_sync(s + n * 16, acc, TC_LDS, wmma::mem_row_major);
+  }
+}
+template <int HD, typename Skip>
+__device__ __forceinline__ void tc_products_nt(float *s, const __nv_bfloat16 *ap, const __nv_bfloat16 *bm, Skip skip) {
+  for (int n = 0; n < 4; n++) {
+    if (skip(n)) continue; /* warp-uniform */
+    FragC acc;
+    wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+      FragA fa;
+      FragBt fb;
+      wmma::load_matrix_sync(fa, ap + kk * 16, HD + 8);
+      wmma::load_matrix_sync(fb, bm + n * 16 * (HD + 8) + kk * 16, HD + 8);
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(s + n * 16, acc, TC_LDS, wmma::mem_row_major);
+  }
+}
+
+/* acc[dn] += A (16 x 64 bf16 at a, row stride TC_LDP) times Bm (64 x HD, row-major, stride HD+8),
+ * skipping the 16-row blocks kk of Bm with skip(kk); each A fragment is loaded once. */
+template <int HD, typename Skip>
+__device__ __forceinline__ void tc_products_nn(FragC (&acc)[HD / 16], const __nv_bfloat16 *a, const __nv_bfloat16 *bm, Skip skip) {
+  for (int kk = 0; kk < 4; kk++) {
+    if (skip(kk)) continue; /* warp-uniform */
+    FragA fa;
+    wmma::load_matrix_sync(fa, a + kk * 16, TC_LDP);
+#pragma unroll
+    for (int dn = 0; dn < HD / 16; dn++) {
+      FragB fb;
+      wmma::load_matrix_sync(fb, bm + kk * 16 * (HD + 8) + dn * 16, HD + 8);
+      wmma::mma_sync(acc[dn], fa, fb, acc[dn]);
+    }
+  }
+}
+
 /* grid (ceil(T/BQ), NH, B), block 32*TC_WARPS. */
 template <int HD>
 __global__ void __launch_bounds__(32 * TC_WARPS)
@@ -76,6 +142,9 @@ attention_forward_tc_kernel(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 
   const int t = q0 + wrow + r;               /* this lane's query position (>= T: padding row) */
   const int wlast = q0 + wrow + 15;          /* the warp's last query position */
   float m_run = -INFINITY, l_run = 0.0f;
+  __syncthreads(); /* Qs is written */
+  FragA qa[HD / 16];
+  tc_load_panel<HD>(qa, Qs + wrow * LDH);
 
   const int last = min(q0 + TC_BQ, T) - 1;   /* keys beyond the block's last row are masked for all */
   for (int k0 = 0; k0 <= last; k0 += TC_BKV) {
@@ -90,20 +159,8 @@ attention_forward_tc_kernel(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 
     __syncthreads();
 
     /* S = Q_w K^T, 16 keys at a time; subtiles wholly above the diagonal are never read. */
-    for (int n = 0; n < TC_BKV / 16; n++) {
-      if (k0 + n * 16 > wlast) break; /* warp-uniform */
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> s;
-      wmma::fill_fragment(s, 0.0f);
-#pragma unroll
-      for (int kk = 0; kk < HD / 16; kk++) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> a;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> kt;
-        wmma::load_matrix_sync(a, Qs + wrow * LDH + kk * 16, LDH);
-        wmma::load_matrix_sync(kt, Ks + n * 16 * LDH + kk * 16, LDH); /* K^T: column j is key n*16+j */
-        wmma::mma_sync(s, a, kt, s);
-      }
-      wmma::store_matrix_sync(Ss + wrow * TC_LDS + n * 16, s, TC_LDS, wmma::mem_row_major);
-    }
+    auto above = [&](int n) { return k0 + n * 16 > wlast; }; /* keys all after the warp's rows */
+    tc_products_nt<HD>(Ss + wrow * TC_LDS, qa, Ks, above);
     __syncwarp();
 
     /* Online softmax on row r, columns half*32 .. half*32+31, visited in a lane-rotated order so
@@ -133,20 +190,12 @@ attention_forward_tc_kernel(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 
     __syncwarp();
 
     /* O_w += P V over the 16-key subtiles that hold any unmasked key for this warp. */
+    FragC o[HD / 16];
 #pragma unroll
-    for (int dn = 0; dn < HD / 16; dn++) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
-      wmma::load_matrix_sync(o, Os + wrow * LDO + dn * 16, LDO, wmma::mem_row_major);
-      for (int kk = 0; kk < TC_BKV / 16; kk++) {
-        if (k0 + kk * 16 > wlast) break; /* warp-uniform */
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> p;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> vf;
-        wmma::load_matrix_sync(p, Ps + wrow * TC_LDP + kk * 16, TC_LDP);
-        wmma::load_matrix_sync(vf, Vs + kk * 16 * LDH + dn * 16, LDH);
-        wmma::mma_sync(o, p, vf, o);
-      }
-      wmma::store_matrix_sync(Os + wrow * LDO + dn * 16, o, LDO, wmma::mem_row_major);
-    }
+    for (int dn = 0; dn < HD / 16; dn++) wmma::load_matrix_sync(o[dn], Os + wrow * LDO + dn * 16, LDO, wmma::mem_row_major);
+    tc_products_nn<HD>(o, Ps + wrow * TC_LDP, Vs, above);
+#pragma unroll
+    for (int dn = 0; dn < HD / 16; dn++) wmma::store_matrix_sync(Os + wrow * LDO + dn * 16, o[dn], LDO, wmma::mem_row_major);
     __syncwarp();
   }
 
@@ -196,45 +245,6 @@ struct TcBwdLayout {
   static_assert(4 * 16 * LDO <= 2 * 64 * TC_LDS, "the result staging area must fit in S + dP");
 };
 
-/* S (or S^T) tile = A_w (16 x HD, row-major at a) times the 16-row panels of Bm (64 x HD, row-major)
- * transposed, for the 16-wide column blocks n with !skip(n); stored fp32 at s with row stride TC_LDS. */
-template <int HD, typename Skip>
-__device__ __forceinline__ void tc_products_nt(float *s, const __nv_bfloat16 *a, const __nv_bfloat16 *bm, Skip skip) {
-  constexpr int LDH = HD + 8;
-  for (int n = 0; n < 4; n++) {
-    if (skip(n)) continue; /* warp-uniform */
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-    wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> fb;
-      wmma::load_matrix_sync(fa, a + kk * 16, LDH);
-      wmma::load_matrix_sync(fb, bm + n * 16 * LDH + kk * 16, LDH);
-      wmma::mma_sync(acc, fa, fb, acc);
-    }
-    wmma::store_matrix_sync(s + n * 16, acc, TC_LDS, wmma::mem_row_major);
-  }
-}
-
-/* acc[dn] += A_w (16 x 64 bf16 at a, row stride TC_LDP) times Bm (64 x HD, row-major), skipping the
- * 16-row blocks kk of Bm with skip(kk). */
-template <int HD, typename Skip>
-__device__ __forceinline__ void tc_products_nn(wmma::fragment<wmma::accumulator, 16, 16, 16, float> *acc,
-                                               const __nv_bfloat16 *a, const __nv_bfloat16 *bm, Skip skip) {
-  constexpr int LDH = HD + 8;
-#pragma unroll
-  for (int dn = 0; dn < HD / 16; dn++)
-    for (int kk = 0; kk < 4; kk++) {
-      if (skip(kk)) continue; /* warp-uniform */
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::row_major> fb;
-      wmma::load_matrix_sync(fa, a + kk * 16, TC_LDP);
-      wmma::load_matrix_sync(fb, bm + kk * 16 * LDH + dn * 16, LDH);
-      wmma::mma_sync(acc[dn], fa, fb, acc[dn]);
-    }
-}
-
 /* Loads rows r0.. of a (.., rowStride) bf16 tensor (row r at base + r * rowStride) into a 64 x LDH
  * tile, zero past T. */
 template <int HD>
@@ -250,7 +260,7 @@ __device__ __forceinline__ void tc_load_rows(__nv_bfloat16 *tile, const __nv_bfl
  * through the staging area stage (warp-private 16 x LDO fp32). Lane (r, half) writes half a row. */
 template <int HD>
 __device__ __forceinline__ void tc_add_rows(float *dst, int64_t rowStride, int row0, int T, float scale, float *stage,
-                                            wmma::fragment<wmma::accumulator, 16, 16, 16, float> *acc) {
+                                            FragC *acc) {
   constexpr int LDO = HD + 4;
   const int lane = threadIdx.x & 31, r = lane >> 1, half = lane & 1;
 #pragma unroll
@@ -283,9 +293,13 @@ attention_dq_tc_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat16
   const float L = t < T ? lse[((int64_t)b * NH + h) * T + t] : 0.0f;
   const float Dr = t < T ? Dvec[((int64_t)b * NH + h) * T + t] : 0.0f;
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[HD / 16];
+  FragC acc[HD / 16];
 #pragma unroll
   for (int dn = 0; dn < HD / 16; dn++) wmma::fill_fragment(acc[dn], 0.0f);
+  __syncthreads(); /* Qs, dOs are written */
+  FragA qa[HD / 16], doa[HD / 16];
+  tc_load_panel<HD>(qa, Qs + wrow * LDH);
+  tc_load_panel<HD>(doa, dOs + wrow * LDH);
 
   const int last = min(q0 + 64, T) - 1;
   for (int k0 = 0; k0 <= last; k0 += 64) {
@@ -294,8 +308,8 @@ attention_dq_tc_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat16
     tc_load_rows<HD>(Vs, v + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
     __syncthreads();
     auto above = [&](int n) { return k0 + n * 16 > wlast; }; /* keys all after the warp's rows */
-    tc_products_nt<HD>(Ss + wrow * TC_LDS, Qs + wrow * LDH, Ks, above);
-    tc_products_nt<HD>(dPs + wrow * TC_LDS, dOs + wrow * LDH, Vs, above);
+    tc_products_nt<HD>(Ss + wrow * TC_LDS, qa, Ks, above);
+    tc_products_nt<HD>(dPs + wrow * TC_LDS, doa, Vs, above);
     __syncwarp();
     const float *srow = Ss + (wrow + r) * TC_LDS, *dprow = dPs + (wrow + r) * TC_LDS;
     __nv_bfloat16 *dsrow = dSs + (wrow + r) * TC_LDP;
@@ -331,7 +345,7 @@ attention_dkdv_tc_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const 
   tc_load_rows<HD>(Ks, k + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
   tc_load_rows<HD>(Vs, v + ((int64_t)b * T * NKV + g) * HD, kStride, k0, T);
 
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> dK[HD / 16], dV[HD / 16];
+  FragC dK[HD / 16], dV[HD / 16]; /* K_w and V_w stay in shared memory: with these, their panels would spill at HD=128 */
 #pragma unroll
   for (int dn = 0; dn < HD / 16; dn++) {
     wmma::fill_fragment(dK[dn], 0.0f);
