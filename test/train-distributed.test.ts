@@ -109,6 +109,25 @@ describe.skipIf(!MPIRUN)("mpirun -np 2 bun run train", () => {
     expect(l.at(-1)!).toBeLessThan(l[0]!);
   });
 
+  test("an error on one rank only (its --data is not a token file) ends the whole job within seconds, with that rank's message", async () => {
+    const bad = join(dir, "odd.bin");
+    writeFileSync(bad, "abc"); // 3 bytes: not a uint16 token file
+    const out = join(dir, "one-bad-rank");
+    const cmd = [MPIRUN!, "--oversubscribe"];
+    if (process.getuid?.() === 0) cmd.push("--allow-run-as-root");
+    const rank = (d: string) => ["-np", "1", process.execPath, TRAIN, ...FLAGS, "--steps", "1000", "--data", d, "--out", out];
+    const t0 = Date.now();
+    // MPMD: rank 0 gets good data, rank 1 the bad file; rank 1 fails after MPI is up, while rank 0 waits in a collective
+    const p = Bun.spawn([...cmd, ...rank(data), ":", ...rank(bad)], { env: ENV, stdout: "pipe", stderr: "pipe" });
+    const timer = setTimeout(() => p.kill("SIGKILL"), 90_000);
+    const [err, so] = await Promise.all([new Response(p.stderr).text(), new Response(p.stdout).text()]);
+    const code = await p.exited;
+    clearTimeout(timer);
+    expect(code).not.toBe(0);
+    expect((Date.now() - t0) / 1000).toBeLessThan(45); // well under the 60 s collective timeout set in ENV
+    expect(err + so).toMatch(/train \(rank 1\): .*odd\.bin/);
+  });
+
   test("killing one rank mid-run ends the job within a bounded time, with a message, the last checkpoint intact", async () => {
     const out = join(dir, "killed");
     const p = spawnMpi(2, [...FLAGS, "--steps", "100000", "--save-every", "3", "--data", data, "--out", out]);
