@@ -229,3 +229,42 @@ extern "C" int tl_matmul_backward_bf16(uint16_t *dinp, float *dweight, const uin
   }
   return TL_OK;
 }
+
+/* ---- bf16 operands, fp32 results (the model's bf16 mode) ----
+ * cuBLASLt with A/B bf16 and C/D fp32 (the type pair the dweight product above already uses). The
+ * fallback widens the operands to fp32, exactly as above. */
+extern "C" int tl_matmul_forward_bf16_f32(float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
+  TL_TRY(check("tl_matmul_forward_bf16_f32", out, inp, N, C, OC));
+  TL_REQUIRE_PTR(weight);
+  int rc = lt_gemm("tl_matmul_forward_bf16_f32", 1, 0, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_32F, 0.0f);
+  if (rc != TL_ERR_UNSUPPORTED) return rc;
+  float *s = NULL; /* [inp (N,C) | weight (OC,C)] */
+  TL_TRY(scratch_f32((int64_t)N * C + (int64_t)OC * C, &s));
+  float *xf = s, *wf = xf + (int64_t)N * C;
+  TL_TRY(widen(xf, inp, (int64_t)N * C));
+  TL_TRY(widen(wf, weight, (int64_t)OC * C));
+  return lt_gemm("tl_matmul_forward_bf16_f32 (fp32 path)", 1, 0, OC, N, C, wf, C, xf, C, out, OC, CUDA_R_32F, CUDA_R_32F, 0.0f);
+}
+
+extern "C" int tl_matmul_backward_bf16_f32(float *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
+                                           const uint16_t *weight, int N, int C, int OC) {
+  TL_TRY(check("tl_matmul_backward_bf16_f32", dout, inp, N, C, OC));
+  TL_REQUIRE_PTR(weight);
+  if (dinp) {
+    int rc = lt_gemm("tl_matmul_backward_bf16_f32 (dinp)", 0, 0, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF,
+                     CUDA_R_32F, 1.0f);
+    if (rc == TL_ERR_UNSUPPORTED) {
+      float *s = NULL; /* [weight (OC,C) | dout (N,OC)] */
+      TL_TRY(scratch_f32((int64_t)OC * C + (int64_t)N * OC, &s));
+      float *wf = s, *gf = wf + (int64_t)OC * C;
+      TL_TRY(widen(wf, weight, (int64_t)OC * C));
+      TL_TRY(widen(gf, dout, (int64_t)N * OC));
+      TL_TRY(lt_gemm("tl_matmul_backward_bf16_f32 (dinp, fp32 path)", 0, 0, C, N, OC, wf, C, gf, OC, dinp, C, CUDA_R_32F,
+                     CUDA_R_32F, 1.0f));
+    } else if (rc != TL_OK) {
+      return rc;
+    }
+  }
+  if (dweight) return tl_matmul_backward_bf16(NULL, dweight, dout, inp, weight, N, C, OC);
+  return TL_OK;
+}
