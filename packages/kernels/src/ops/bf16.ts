@@ -129,3 +129,22 @@ export function numberToBf16(x: number): number {
   if ((u & 0x7fffffff) > 0x7f800000) return 0x7fff;
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
 }
+
+/**
+ * How a model computes: "fp32" everywhere, or "bf16" mixed precision (fp32 master weights,
+ * gradients and optimizer state; bf16 copies of the Linear weights and bf16 matmul inputs; fp32
+ * accumulation; norms, RoPE, softmax, SwiGLU and the loss in fp32).
+ */
+export type Precision = "fp32" | "bf16";
+export const PRECISIONS: readonly Precision[] = ["fp32", "bf16"];
+
+/** bf16 on a GPU (tensor cores, as TinyLlama trains), fp32 on the CPU. */
+export function defaultPrecision(kind: "cpu" | "cuda"): Precision {
+  return kind === "cuda" ? "bf16" : "fp32";
+}
+
+/** `value` as a Precision, or a ShapeError naming `who` and the accepted values. */
+export function checkPrecision(who: string, value: unknown): Precision {
+  if (value === "fp32" || value === "bf16") return value;
+  throw new ShapeError(`${who}: precision must be "fp32" or "bf16", got ${typeof value === "string" ? `"${value}"` : String(value)}`);
+}
