@@ -30,6 +30,41 @@ static uint32_t alignment_of(const void *p) {
   return al;
 }
 
+#ifdef TL_CUDA_EMU
+/* The CPU emulator (kernels/cuda/emu) has no cuBLASLt. So that whole model steps still run there on
+ * these sources (test/cuda/emu_model.test.ts), lt_gemm is this plain reference kernel in emulator
+ * builds only: one thread per element of D, fp32 accumulation in k order, the same column-major
+ * operands, transposes, element types and beta as the cuBLASLt call it stands for. (A real GPU
+ * without cuBLASLt still gets TL_ERR_UNSUPPORTED: silently slow matmuls would hide a broken setup.) */
+__device__ static float emu_load(const void *p, int64_t i, int bf16) {
+  return bf16 ? __uint_as_float(((unsigned)((const uint16_t *)p)[i]) << 16) : ((const float *)p)[i];
+}
+__global__ void emu_gemm_kernel(int transa, int transb, int m, int n, int k, const void *A, int lda, const void *B, int ldb,
+                                void *D, int ldd, int ab16, int d16, float beta) {
+  const int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (e >= (int64_t)m * n) return;
+  const int i = (int)(e % m), j = (int)(e / m);
+  float acc = 0.0f;
+  for (int p = 0; p < k; p++) {
+    const float a = emu_load(A, transa ? (int64_t)i * lda + p : (int64_t)p * lda + i, ab16);
+    const float b = emu_load(B, transb ? (int64_t)p * ldb + j : (int64_t)j * ldb + p, ab16);
+    acc += a * b;
+  }
+  const int64_t o = (int64_t)j * ldd + i;
+  if (beta != 0.0f) acc += beta * emu_load(D, o, d16);
+  if (d16) ((uint16_t *)D)[o] = __bfloat16_as_ushort(__float2bfloat16_rn(acc));
+  else ((float *)D)[o] = acc;
+}
+static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k, const void *A, int lda,
+                   const void *B, int ldb, void *D, int ldd, cudaDataType ab, cudaDataType d, float beta) {
+  const int64_t total = (int64_t)m * n;
+  emu_gemm_kernel<<<(unsigned)((total + 127) / 128), 128>>>(transa, transb, m, n, k, A, lda, B, ldb, D, ldd,
+                                                            ab == CUDA_R_16BF, d == CUDA_R_16BF, beta);
+  TL_LAUNCHED("emu_gemm_kernel");
+  (void)who;
+  return TL_OK;
+}
+#else
 /* Column-major D (m,n) = op(A) (m,k) . op(B) (k,n) + beta * D. ab/d: element types. */
 static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k, const void *A, int lda,
                    const void *B, int ldb, void *D, int ldd, cudaDataType ab, cudaDataType d, float beta) {
@@ -103,6 +138,7 @@ done:
   if (desc) lt->MatmulDescDestroy(desc);
   return rc;
 }
+#endif /* TL_CUDA_EMU */
 
 /* out (N,OC) rows all = bias (OC); the matmul then adds with beta = 1. */
 __global__ void fill_rows_kernel(float *out, const float *bias, int64_t total, int OC) {
