@@ -370,31 +370,6 @@ int tl_matmul_backward_bf16_f32(float *dinp, float *dweight, const uint16_t *dou
   return TL_OK;
 }
 
-/* The bf16 attention's CPU twin: the fp32 kernel on bf16-rounded q, k, v (P stays fp32 here; the
- * GPU's tensor-core kernel rounds it to bf16 for P.v, a difference well inside bf16 tolerance). */
-int tl_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                              int NH, int NKV, int HD) {
-  const char *who = "tl_attention_forward_bf16";
-  TL_REQUIRE(out && lse && q && k && v, "%s: NULL pointer", who);
-  TL_REQUIRE(B > 0 && T > 0 && NH > 0 && NKV > 0 && HD > 0, "%s: sizes must be positive (B=%d T=%d NH=%d NKV=%d HD=%d)", who, B,
-             T, NH, NKV, HD);
-  const int64_t nq = (int64_t)B * T * NH * HD, nkv = (int64_t)B * T * NKV * HD;
-  float *r = alloc_or_null((size_t)(nq + 2 * nkv) * sizeof(float));
-  if (!r) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: no memory for the bf16-rounded inputs", who);
-  const float *src[3] = {q, k, v};
-  const int64_t n[3] = {nq, nkv, nkv};
-  float *dst = r;
-  for (int a = 0; a < 3; a++) {
-    const float *s = src[a];
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n[a]; i++) dst[i] = bf16_to_f32(f32_to_bf16(s[i]));
-    dst += n[a];
-  }
-  int rc = tl_attention_forward(out, lse, r, r + nq, r + nq + nkv, B, T, NH, NKV, HD);
-  free(r);
-  return rc;
-}
-
 /* AdamW on fp32 master weights (same formula as tl_adamw_step), then the bf16 copy. */
 int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, float *m, float *v, int64_t N,
                        float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,

@@ -163,13 +163,6 @@ int tl_matmul_forward_bf16_f32(float *out, const uint16_t *inp, const uint16_t *
  * dout (N,OC), inp (N,C), weight (OC,C) bf16. */
 int tl_matmul_backward_bf16_f32(float *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
                                 const uint16_t *weight, int N, int C, int OC);
-/* tl_attention_forward computed in bf16 (the model's bf16 mode; tensor cores on the GPU): q, k, v
- * are rounded to bf16, q.k and P.v accumulate in fp32, the online softmax runs in fp32 and P is
- * rounded to bf16 for the P.v product (the CPU twin keeps P in fp32). Tensors and lse as in
- * tl_attention_forward, all fp32, so tl_attention_backward runs on the results.
- * out (B,T,NH,HD), lse (B,NH,T), q (B,T,NH,HD), k, v (B,T,NKV,HD) */
-int tl_attention_forward_bf16(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
-                              int NH, int NKV, int HD);
 /* tl_adamw_step on the fp32 master weights param (N), then param_bf16 (N) = bf16(param). */
 int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, float *m, float *v, int64_t N,
                        float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,

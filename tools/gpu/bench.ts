@@ -28,7 +28,7 @@ const ops = opsOf(be, [
   "tl_attention_forward", "tl_attention_backward", "tl_rmsnorm_forward", "tl_rmsnorm_backward", "tl_rope_forward",
   "tl_rope_backward", "tl_swiglu_forward", "tl_swiglu_backward", "tl_crossentropy_forward_backward", "tl_adamw_step",
   "tl_adamw_step_bf16", "tl_sumsq", "tl_embedding_forward", "tl_embedding_backward", "tl_add", "tl_cast_f32_to_bf16",
-  "tl_rope_tables", "tl_accumulate", "tl_attention_forward_bf16",
+  "tl_rope_tables", "tl_accumulate",
 ] as AbiName[]);
 const p = (t: Tensor) => t.ptr("bench");
 const check = (op: string, rc: number) => be.check(op, rc);
@@ -128,7 +128,6 @@ section(() => {
   const dq = f(N * NH * HD), dk = f(N * NKV * HD), dv = f(N * NKV * HD);
   const fl = 4 * B * NH * T * T * HD * 0.5; // QK^T and PV, causal half
   report({ name: `attention fwd fp32 B${B} T${T} NH${NH}/${NKV} HD${HD}`, ms: time(() => check("attn", ops.tl_attention_forward(p(o), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD)), IT(5)), amount: fl, unit: "TFLOP/s", ceiling: peak32 });
-  report({ name: `attention fwd bf16 (wmma tensor cores)`, ms: time(() => check("attn16", ops.tl_attention_forward_bf16(p(o), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD)), IT(5)), amount: fl, unit: "TFLOP/s", ceiling: peak16 });
   report({ name: `attention bwd fp32 (2.5x fwd flops)`, ms: time(() => check("attnb", ops.tl_attention_backward(p(dq), p(dk), p(dv), p(o), p(q), p(k), p(v), p(o), p(lse), B, T, NH, NKV, HD)), IT(3)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak32 });
   const cos = f(T * HD / 2), sin = f(T * HD / 2);
   check("tables", ops.tl_rope_tables(p(cos), p(sin), T, HD, 10000));

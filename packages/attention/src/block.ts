@@ -44,8 +44,7 @@ export interface AttentionTensors {
   /**
    * "bf16": the four projections run as bf16 matmuls with fp32 accumulation on bf16 copies of the
    * weights (`paramsBf16`, kept in sync with the fp32 masters by the owner) and bf16 casts of their
-   * inputs; the attention forward runs on bf16-rounded q, k, v (tensor cores on the GPU) with an fp32
-   * softmax; RoPE and the attention backward stay fp32. Default "fp32".
+   * inputs; RoPE and attention stay fp32. Default "fp32".
    */
   precision?: Precision;
   /** bf16 copies of the parameters (same names); required with precision "bf16". */
@@ -224,8 +223,7 @@ export class AttentionBlock {
       matmulForwardBf16(a.v!.view(flatKV), xb, pb["v_proj.weight"]);
       ropeForward(a.q!, a.q!, cos, sin);
       ropeForward(a.k!, a.k!, cos, sin);
-      // bf16 tensor cores on the GPU (q, k, v rounded on load); the fp32 backward reuses out and lse
-      attentionForward(a.att!, a.lse!, a.q!, a.k!, a.v!, { bf16: true });
+      attentionForward(a.att!, a.lse!, a.q!, a.k!, a.v!);
       castF32ToBf16(attb, a.att!);
       matmulForwardBf16(out, attb, pb["o_proj.weight"]);
     } else {

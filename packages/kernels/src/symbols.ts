@@ -57,7 +57,6 @@ export const symbols = {
   tl_matmul_backward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
   tl_matmul_forward_bf16_f32: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
   tl_matmul_backward_bf16_f32: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
-  tl_attention_forward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
   tl_adamw_step_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
   // attention decode (inference, KV cache)
   tl_attention_decode: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },

@@ -46,13 +46,9 @@ function overlaps(a: Tensor, b: Tensor): boolean {
   return a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.bytes && b.byteOffset < a.byteOffset + a.bytes;
 }
 
-/**
- * out (B,T,NH,HD) = softmax(q k^T / sqrt(HD) + causal mask) v; lse (B,NH,T) is saved for backward.
- * `{ bf16: true }`: the bf16 kernel (tl_attention_forward_bf16: q, k, v rounded to bf16, tensor
- * cores on the GPU, softmax in fp32, probabilities rounded to bf16 for P.V); same tensors, all fp32.
- */
-export function attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor, opts: { bf16?: boolean } = {}): void {
-  const op = opts.bf16 ? "attention_forward_bf16" : "attention_forward";
+/** out (B,T,NH,HD) = softmax(q k^T / sqrt(HD) + causal mask) v; lse (B,NH,T) is saved for backward. */
+export function attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor): void {
+  const op = "attention_forward";
   const be = chk.sameBackend(op, { out, lse, q, k, v });
   for (const [n, t] of Object.entries({ out, lse, q, k, v })) chk.dtype(op, n, t, "f32");
   const d = dims(op, q, k, v);
@@ -62,8 +58,7 @@ export function attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor,
     if (overlaps(out, t) || overlaps(lse, t)) throw new ShapeError(`${op}: outputs 'out'/'lse' overlap the input '${n}' ${fmtShape(t.shape)}`);
   if (overlaps(out, lse)) throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} and 'lse' ${fmtShape(lse.shape)} overlap`);
   if (q.numel === 0 || k.numel === 0) return;
-  const fn = opts.bf16 ? be.lib.tl_attention_forward_bf16 : be.lib.tl_attention_forward;
-  be.check(op, fn(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
+  be.check(op, be.lib.tl_attention_forward(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
 }
 
 /** dq (B,T,NH,HD), dk, dv (B,T,NKV,HD) += gradients of attention given dout, the inputs, out and lse. */
