@@ -135,4 +135,32 @@ describe("bun run train", () => {
     expect(r.out).toMatch(/memory\s+params 4\.10 GiB \| grads 4\.10 GiB \| AdamW state 8\.20 GiB/);
     expect(r.out).toMatch(/GFLOP per token/);
   });
+
+  test("--precision bf16 trains like fp32 (within 2%), checkpoints the fp32 masters, and a bad value is a one-line error", () => {
+    const f = join(dir, "prec-fp32"), h = join(dir, "prec-bf16");
+    const rf = run([...BASE, "--data", data, "--out", f, "--precision", "fp32"]);
+    const rh = run([...BASE, "--data", data, "--out", h, "--precision", "bf16"]);
+    expect(rf.code).toBe(0);
+    expect(rh.code).toBe(0);
+    expect(rh.err).toContain("bf16 mixed precision (fp32 master weights and optimizer state)");
+    const lf = trainRows(f), lh = trainRows(h);
+    expect(lh.length).toBe(12);
+    for (let i = 0; i < lf.length; i++) expect(Math.abs(lh[i]![1] - lf[i]![1]) / lf[i]![1]).toBeLessThan(0.02);
+    expect(lh.map((r) => r[1])).not.toEqual(lf.map((r) => r[1]));
+    // the checkpoint holds fp32 masters: same size as the fp32 run's, close to its values, not bf16-rounded
+    const pf = new Float32Array(new Uint8Array(finalParams(f)).buffer), ph = new Float32Array(new Uint8Array(finalParams(h)).buffer);
+    expect(ph.length).toBe(pf.length);
+    let num = 0, den = 0, notBf16 = 0;
+    for (let i = 0; i < pf.length; i++) {
+      num += (ph[i]! - pf[i]!) ** 2;
+      den += pf[i]! ** 2;
+      if (new Uint32Array(ph.buffer, i * 4, 1)[0]! & 0xffff) notBf16++;
+    }
+    expect(Math.sqrt(num / den)).toBeLessThan(1e-2);
+    expect(notBf16).toBeGreaterThan(pf.length / 2);
+    const bad = run([...BASE, "--data", data, "--out", join(dir, "prec-bad"), "--precision", "fp16"]);
+    expect(bad.code).toBe(2);
+    expect(bad.err).toContain('train.precision: must be one of "auto", "fp32", "bf16" (got "fp16")');
+    expect(bad.err.trim().split("\n").length).toBe(1);
+  }, 300_000);
 });

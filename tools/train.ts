@@ -27,6 +27,10 @@ const HELP = `usage: bun run train [flags]
   --sample random|sequential  --seed N  --eval-every N  --eval-batches N  --save-every N  --keep-last N
   --resume               continue from the newest valid checkpoint in --out
   --device auto|cpu|cuda  --threads N
+  --precision auto|fp32|bf16
+                         bf16: mixed precision (bf16 matmuls with fp32 accumulation, fp32 master
+                         weights, gradients and AdamW state; checkpoints hold the fp32 masters).
+                         auto (default): bf16 on CUDA, fp32 on the CPU
   --zero                 ZeRO-1 under mpirun: each rank keeps the AdamW state of its shard only
                          (data-parallel: mpirun -np N bun run train ...; ranks split the data)
   --dry-run              print parameter count, memory plan and FLOPs, allocate nothing
@@ -50,7 +54,7 @@ try {
       lr: { type: "string" }, "min-lr": { type: "string" }, warmup: { type: "string" }, "weight-decay": { type: "string" },
       "grad-clip": { type: "string" }, schedule: { type: "string" }, sample: { type: "string" }, seed: { type: "string" },
       "eval-every": { type: "string" }, "eval-batches": { type: "string" }, "save-every": { type: "string" }, "keep-last": { type: "string" },
-      resume: { type: "boolean" }, zero: { type: "boolean" }, profile: { type: "boolean" }, device: { type: "string" }, threads: { type: "string" }, "dry-run": { type: "boolean" }, help: { type: "boolean", short: "h" },
+      resume: { type: "boolean" }, zero: { type: "boolean" }, profile: { type: "boolean" }, device: { type: "string" }, precision: { type: "string" }, threads: { type: "string" }, "dry-run": { type: "boolean" }, help: { type: "boolean", short: "h" },
     },
   }).values;
 } catch (e) {
@@ -100,7 +104,7 @@ try {
       lr: num("lr", args.lr), minLr: num("min-lr", args["min-lr"]), warmup: num("warmup", args.warmup), weightDecay: num("weight-decay", args["weight-decay"]),
       gradClip: num("grad-clip", args["grad-clip"]), schedule: args.schedule, sample: args.sample, seed: num("seed", args.seed),
       evalEvery: num("eval-every", args["eval-every"]), evalBatches: num("eval-batches", args["eval-batches"]), saveEvery: num("save-every", args["save-every"]),
-      keepLast: num("keep-last", args["keep-last"]), device: args.device,
+      keepLast: num("keep-last", args["keep-last"]), device: args.device, precision: args.precision,
     }).filter(([, v]) => v !== undefined),
   );
   const steps = (overrides.steps as number | undefined) ?? (base as { steps?: number }).steps;

@@ -1,10 +1,32 @@
-/* bf16 mixed-precision ops (the tinyllama.h bf16 section), scalar reference versions: the CPU
- * library implements them so both libraries keep one ABI and the CUDA versions have a twin to be
- * tested against. bf16 is the upper half of an fp32; conversion rounds to nearest even. */
+/* bf16 mixed-precision ops (the tinyllama.h bf16 section). bf16 is the upper half of an fp32;
+ * conversion rounds to nearest even.
+ *
+ * Matmuls. Every product is one routine over strided bf16 operands with an fp32 result:
+ *   C (M,N) (+)= A (M,K) @ B (K,N),   A(i,k) = A[i*rsA + k*csA],   B(k,j) = B[k*rsB + j*csB]
+ *   forward   out (N,OC)     = inp (N,C) @ weight^T     B = weight read transposed
+ *   dinp      dinp (N,C)    += dout (N,OC) @ weight     both row-major
+ *   dweight   dweight (OC,C) += dout^T @ inp (N,C)      A = dout read transposed
+ * Two implementations of that routine, chosen at compile time:
+ * - AVX512_BF16 (`vdpbf16ps`, -march=native on Cooper Lake / Sapphire Rapids / Zen 4 and later):
+ *   operands packed as k-pairs, a 12x32 register tile of fp32 accumulators, 2 bf16 products per
+ *   fp32 lane per instruction (twice the fp32 FMA rate). The instruction adds the odd product,
+ *   then the even one, each rounded to fp32, and treats denormal inputs/outputs as zero.
+ * - Everywhere else: the bf16 operands are widened to fp32 (exact) and the blocked fp32 GEMM of
+ *   matmul.c (tl_matmul_forward / _backward) runs on them. bf16 x bf16 products are exact in
+ *   fp32, so this is the header's semantics (fp32 accumulation) at fp32 GEMM speed.
+ * Both are deterministic for any thread count: each element of C is computed by one thread in a
+ * fixed k order. They differ from each other only by fp32 summation order (~1e-6 relative).
+ * The bf16-output ABI functions compute in fp32 and round once at the end. */
 #include "common.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define TL_BF16_DPBF16 1
+#endif
 
 static inline float bf16_to_f32(uint16_t h) {
   uint32_t u = (uint32_t)h << 16;
@@ -47,48 +69,304 @@ static int check(const char *who, const void *a, const void *b, const void *w, i
   return TL_OK;
 }
 
-/* out (N,OC) = bf16(inp (N,C) @ weight (OC,C)^T), fp32 accumulation. */
-int tl_matmul_forward_bf16(uint16_t *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
-  int rc = check("tl_matmul_forward_bf16", out, inp, weight, N, C, OC);
-  if (rc) return rc;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int n = 0; n < N; n++)
-    for (int o = 0; o < OC; o++) {
-      const uint16_t *x = inp + (int64_t)n * C, *w = weight + (int64_t)o * C;
-      float acc = 0.0f;
-      for (int c = 0; c < C; c++) acc += bf16_to_f32(x[c]) * bf16_to_f32(w[c]);
-      out[(int64_t)n * OC + o] = f32_to_bf16(acc);
+static void *alloc_or_null(size_t bytes) {
+  void *p = NULL;
+  if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+  return p;
+}
+
+#ifdef TL_BF16_DPBF16
+/* ------------------------------------------------------------ AVX512_BF16 GEMM ---- */
+typedef struct {
+  int M, N, K;
+  const uint16_t *A;
+  int64_t rsA, csA;
+  const uint16_t *B;
+  int64_t rsB, csB;
+  float *C;
+  int64_t ldc;
+  int accumulate; /* 1: C += A@B; 0: C = A@B */
+} bgemm_t;
+
+/* MR x NR register tile (24 zmm accumulators); KC k per packed slice (KC/2 pairs: a 32 KiB sliver
+ * of packed B in L1), MC rows of A per packed block (~192 KiB, L2), NC columns per packed B block. */
+enum { MR = 12, NR = 32, KC = 512, MC = MR * 16, NC = NR * 64 };
+
+static _Thread_local uint32_t *bpack_buf;
+static _Thread_local size_t bpack_cap; /* uint32 words; grown once, never freed (see matmul.c) */
+
+static uint32_t *bpack_buffer(size_t words) {
+  if (words <= bpack_cap) return bpack_buf;
+  void *p = alloc_or_null(words * sizeof(uint32_t));
+  if (!p) return NULL;
+  free(bpack_buf);
+  bpack_buf = p;
+  bpack_cap = words;
+  return bpack_buf;
+}
+
+static inline uint32_t pair(uint16_t lo, uint16_t hi) { return (uint32_t)lo | ((uint32_t)hi << 16); }
+
+/* Ap: mc rows of A from row i0, k in [k0, k0+kc), as ceil(mc/MR) slivers of (kc/2 pairs, MR):
+ * word [p*MR + i] = (A(i, k0+2p), A(i, k0+2p+1)), zero past the edges. */
+static void pack_A(const bgemm_t *g, int i0, int mc, int k0, int kc, uint32_t *restrict Ap) {
+  const int kp = (kc + 1) / 2;
+  for (int ir = 0; ir < mc; ir += MR, Ap += (int64_t)kp * MR) {
+    const int mr = mc - ir < MR ? mc - ir : MR;
+    for (int i = 0; i < MR; i++) {
+      if (i >= mr) {
+        for (int p = 0; p < kp; p++) Ap[p * MR + i] = 0;
+        continue;
+      }
+      const uint16_t *s = g->A + (int64_t)(i0 + ir + i) * g->rsA + (int64_t)k0 * g->csA;
+      for (int p = 0; p < kp; p++) {
+        const int k = 2 * p;
+        const uint16_t lo = s[(int64_t)k * g->csA], hi = k + 1 < kc ? s[(int64_t)(k + 1) * g->csA] : 0;
+        Ap[p * MR + i] = pair(lo, hi);
+      }
     }
+  }
+}
+
+/* Bp: nc columns of B from column j0, k in [k0, k0+kc), as ceil(nc/NR) slivers of (kc/2 pairs, NR):
+ * word [p*NR + j] = (B(k0+2p, j), B(k0+2p+1, j)): one zmm per 16 columns, the layout vdpbf16ps reads. */
+static void pack_B(const bgemm_t *g, int j0, int nc, int k0, int kc, uint32_t *restrict Bp) {
+  const int kp = (kc + 1) / 2;
+  for (int jr = 0; jr < nc; jr += NR, Bp += (int64_t)kp * NR) {
+    const int nr = nc - jr < NR ? nc - jr : NR;
+    const uint16_t *src = g->B + (int64_t)k0 * g->rsB + (int64_t)(j0 + jr) * g->csB;
+    if (g->csB == 1) { /* row-major B: rows k and k+1 interleaved */
+      for (int p = 0; p < kp; p++) {
+        const uint16_t *r0 = src + (int64_t)(2 * p) * g->rsB, *r1 = 2 * p + 1 < kc ? r0 + g->rsB : NULL;
+        uint32_t *d = Bp + p * NR;
+        for (int j = 0; j < nr; j++) d[j] = pair(r0[j], r1 ? r1[j] : 0);
+        for (int j = nr; j < NR; j++) d[j] = 0;
+      }
+    } else { /* B(k,j) = weight[j,k]: column j is contiguous along k, so a pair is one 32-bit load */
+      for (int j = 0; j < NR; j++) {
+        if (j >= nr) {
+          for (int p = 0; p < kp; p++) Bp[p * NR + j] = 0;
+          continue;
+        }
+        const uint16_t *s = src + (int64_t)j * g->csB;
+        for (int p = 0; p < kp; p++) {
+          const int k = 2 * p;
+          Bp[p * NR + j] = pair(s[(int64_t)k * g->rsB], k + 1 < kc ? s[(int64_t)(k + 1) * g->rsB] : 0);
+        }
+      }
+    }
+  }
+}
+
+/* C tile (mr x nr, row stride ldc) (+)= Ap sliver . Bp sliver over kp pairs. */
+static void micro(int kp, const uint32_t *restrict Ap, const uint32_t *restrict Bp, float *C, int64_t ldc, int mr, int nr,
+                  int add) {
+  __m512 c[MR][2];
+  for (int i = 0; i < MR; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+  for (int p = 0; p < kp; p++) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(Bp + p * NR), b1 = (__m512bh)_mm512_loadu_si512(Bp + p * NR + 16);
+    const uint32_t *a = Ap + p * MR;
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+      const __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i]);
+      c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
+      c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
+    }
+  }
+  const __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
+  const __mmask16 m1 = nr <= 16 ? 0 : nr >= 32 ? 0xFFFF : (__mmask16)((1u << (nr - 16)) - 1);
+  for (int i = 0; i < mr; i++) {
+    float *row = C + (int64_t)i * ldc;
+    __m512 v0 = c[i][0], v1 = c[i][1];
+    if (add) {
+      v0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, row), v0);
+      v1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, row + 16), v1);
+    }
+    _mm512_mask_storeu_ps(row, m0, v0);
+    _mm512_mask_storeu_ps(row + 16, m1, v1);
+  }
+}
+
+/* C[m0:m1, n0:n1] for one thread. buf holds MC*KC/2 + KC/2*NC words. */
+static void bgemm_block(const bgemm_t *g, int m0, int m1, int n0, int n1, uint32_t *buf) {
+  uint32_t *Ap = buf, *Bp = buf + MC * (KC / 2);
+  for (int jc = n0; jc < n1; jc += NC) {
+    const int nc = n1 - jc < NC ? n1 - jc : NC;
+    for (int pc = 0; pc < g->K; pc += KC) {
+      const int kc = g->K - pc < KC ? g->K - pc : KC, kp = (kc + 1) / 2;
+      const int add = pc > 0 || g->accumulate;
+      pack_B(g, jc, nc, pc, kc, Bp);
+      for (int ic = m0; ic < m1; ic += MC) {
+        const int mc = m1 - ic < MC ? m1 - ic : MC;
+        pack_A(g, ic, mc, pc, kc, Ap);
+        for (int jr = 0; jr < nc; jr += NR) {
+          const int nr = nc - jr < NR ? nc - jr : NR;
+          for (int ir = 0; ir < mc; ir += MR) {
+            const int mr = mc - ir < MR ? mc - ir : MR;
+            micro(kp, Ap + (int64_t)ir * kp, Bp + (int64_t)jr * kp, g->C + (int64_t)(ic + ir) * g->ldc + jc + jr, g->ldc, mr, nr,
+                  add);
+          }
+        }
+      }
+    }
+  }
+}
+
+/* Splits C into a tm x tn grid of tile-aligned blocks, one per thread (the split that leaves the
+ * largest block smallest); per-element results do not depend on it. */
+static int bgemm(const char *who, const bgemm_t *g) {
+  const int tiles_m = (g->M + MR - 1) / MR, tiles_n = (g->N + NR - 1) / NR;
+  int failed = 0;
+#pragma omp parallel
+  {
+    int T = 1, t = 0;
+#ifdef _OPENMP
+    T = omp_get_num_threads();
+    t = omp_get_thread_num();
+#endif
+    int tm = 1, tn = T;
+    int64_t best = -1;
+    for (int a = 1; a <= T; a++) {
+      if (T % a) continue;
+      const int64_t cost = (int64_t)((tiles_m + a - 1) / a) * ((tiles_n + T / a - 1) / (T / a));
+      if (best < 0 || cost < best) best = cost, tm = a, tn = T / a;
+    }
+    const int bm = (tiles_m + tm - 1) / tm, bn = (tiles_n + tn - 1) / tn;
+    const int im = t / tn, jn = t % tn;
+    const int m0 = im * bm * MR, m1 = (im + 1) * bm * MR < g->M ? (im + 1) * bm * MR : g->M;
+    const int n0 = jn * bn * NR, n1 = (jn + 1) * bn * NR < g->N ? (jn + 1) * bn * NR : g->N;
+    if (m0 < m1 && n0 < n1) {
+      uint32_t *buf = bpack_buffer((size_t)MC * (KC / 2) + (size_t)(KC / 2) * NC);
+      if (!buf) {
+#pragma omp atomic write
+        failed = 1;
+      } else
+        bgemm_block(g, m0, m1, n0, n1, buf);
+    }
+  }
+  if (failed) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: no memory for the packing buffers", who);
   return TL_OK;
+}
+
+/* The three products of the Linear layer, fp32 results. */
+static int mm_forward(const char *who, float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
+  const bgemm_t g = {.M = N, .N = OC, .K = C, .A = inp, .rsA = C, .csA = 1, .B = weight, .rsB = 1, .csB = C, .C = out, .ldc = OC, .accumulate = 0};
+  return bgemm(who, &g);
+}
+static int mm_dinp(const char *who, float *dinp, const uint16_t *dout, const uint16_t *weight, int N, int C, int OC) {
+  const bgemm_t g = {.M = N, .N = C, .K = OC, .A = dout, .rsA = OC, .csA = 1, .B = weight, .rsB = C, .csB = 1, .C = dinp, .ldc = C, .accumulate = 1};
+  return bgemm(who, &g);
+}
+static int mm_dweight(const char *who, float *dweight, const uint16_t *dout, const uint16_t *inp, int N, int C, int OC) {
+  const bgemm_t g = {.M = OC, .N = C, .K = N, .A = dout, .rsA = 1, .csA = OC, .B = inp, .rsB = C, .csB = 1, .C = dweight, .ldc = C, .accumulate = 1};
+  return bgemm(who, &g);
+}
+#define TL_BF16_PATH "avx512_bf16 vdpbf16ps"
+
+#else
+/* ------------------------------------------------ portable: widen, then the fp32 GEMM ---- */
+/* Widened copies of the operands live in one malloc'd block per call (freed before returning). */
+static int widen_all(const char *who, float **out, const uint16_t *const *src, const int64_t *n, int count) {
+  int64_t total = 0;
+  for (int i = 0; i < count; i++) total += n[i];
+  float *p = alloc_or_null((size_t)total * sizeof(float));
+  if (!p) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: no memory to widen %lld bf16 values", who, (long long)total);
+  float *d = p;
+  for (int i = 0; i < count; i++) {
+    tl_cast_bf16_to_f32(d, src[i], n[i]);
+    out[i] = d;
+    d += n[i];
+  }
+  return TL_OK;
+}
+
+static int mm_forward(const char *who, float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
+  float *w[2];
+  const uint16_t *src[2] = {inp, weight};
+  const int64_t n[2] = {(int64_t)N * C, (int64_t)OC * C};
+  int rc = widen_all(who, w, src, n, 2);
+  if (rc) return rc;
+  rc = tl_matmul_forward(out, w[0], w[1], NULL, N, C, OC);
+  free(w[0]);
+  return rc;
+}
+static int mm_dinp(const char *who, float *dinp, const uint16_t *dout, const uint16_t *weight, int N, int C, int OC) {
+  float *w[2];
+  const uint16_t *src[2] = {dout, weight};
+  const int64_t n[2] = {(int64_t)N * OC, (int64_t)OC * C};
+  int rc = widen_all(who, w, src, n, 2);
+  if (rc) return rc;
+  /* inp is not read for dinp alone; pass any valid (N,C)-sized pointer: dinp itself */
+  rc = tl_matmul_backward(dinp, NULL, NULL, w[0], dinp, w[1], N, C, OC);
+  free(w[0]);
+  return rc;
+}
+static int mm_dweight(const char *who, float *dweight, const uint16_t *dout, const uint16_t *inp, int N, int C, int OC) {
+  float *w[2];
+  const uint16_t *src[2] = {dout, inp};
+  const int64_t n[2] = {(int64_t)N * OC, (int64_t)N * C};
+  int rc = widen_all(who, w, src, n, 2);
+  if (rc) return rc;
+  /* weight is not read for dweight alone; dweight has its (OC,C) size */
+  rc = tl_matmul_backward(NULL, dweight, NULL, w[0], w[1], dweight, N, C, OC);
+  free(w[0]);
+  return rc;
+}
+#define TL_BF16_PATH "portable (widen to fp32 + fp32 GEMM)"
+#endif
+
+/* Which implementation this build uses (for benchmarks and tests; not part of the ABI). */
+const char *tl_bf16_matmul_path(void) { return TL_BF16_PATH; }
+
+/* ------------------------------------------------------------------ ABI ---- */
+/* out (N,OC) = bf16(inp (N,C) @ weight (OC,C)^T), fp32 accumulation, one rounding. */
+int tl_matmul_forward_bf16(uint16_t *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
+  const char *who = "tl_matmul_forward_bf16";
+  int rc = check(who, out, inp, weight, N, C, OC);
+  if (rc) return rc;
+  float *tmp = alloc_or_null((size_t)N * OC * sizeof(float));
+  if (!tmp) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: no memory for the fp32 result (%d x %d)", who, N, OC);
+  rc = mm_forward(who, tmp, inp, weight, N, C, OC);
+  if (!rc) tl_cast_f32_to_bf16(out, tmp, (int64_t)N * OC);
+  free(tmp);
+  return rc;
+}
+
+/* out (N,OC) fp32 = inp (N,C) @ weight (OC,C)^T, bf16 operands, fp32 accumulation and result. */
+int tl_matmul_forward_bf16_f32(float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
+  const char *who = "tl_matmul_forward_bf16_f32";
+  int rc = check(who, out, inp, weight, N, C, OC);
+  if (rc) return rc;
+  return mm_forward(who, out, inp, weight, N, C, OC);
 }
 
 /* dinp (N,C) bf16 = bf16(dinp + dout @ weight); dweight (OC,C) fp32 += dout^T @ inp. */
 int tl_matmul_backward_bf16(uint16_t *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
                             const uint16_t *weight, int N, int C, int OC) {
-  int rc = check("tl_matmul_backward_bf16", dout, inp, weight, N, C, OC);
+  const char *who = "tl_matmul_backward_bf16";
+  int rc = check(who, dout, inp, weight, N, C, OC);
   if (rc) return rc;
   if (dinp) {
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int n = 0; n < N; n++)
-      for (int c = 0; c < C; c++) {
-        float acc = 0.0f;
-        for (int o = 0; o < OC; o++)
-          acc += bf16_to_f32(dout[(int64_t)n * OC + o]) * bf16_to_f32(weight[(int64_t)o * C + c]);
-        int64_t i = (int64_t)n * C + c;
-        dinp[i] = f32_to_bf16(bf16_to_f32(dinp[i]) + acc);
-      }
+    float *tmp = alloc_or_null((size_t)N * C * sizeof(float));
+    if (!tmp) return tl_fail(TL_ERR_OUT_OF_MEMORY, "%s: no memory for the fp32 dinp (%d x %d)", who, N, C);
+    tl_cast_bf16_to_f32(tmp, dinp, (int64_t)N * C);
+    rc = mm_dinp(who, tmp, dout, weight, N, C, OC);
+    if (!rc) tl_cast_f32_to_bf16(dinp, tmp, (int64_t)N * C);
+    free(tmp);
+    if (rc) return rc;
   }
-  if (dweight) {
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
-      float *dw = dweight + (int64_t)o * C;
-      for (int n = 0; n < N; n++) {
-        float g = bf16_to_f32(dout[(int64_t)n * OC + o]);
-        const uint16_t *x = inp + (int64_t)n * C;
-        for (int c = 0; c < C; c++) dw[c] += g * bf16_to_f32(x[c]);
-      }
-    }
-  }
+  if (dweight) return mm_dweight(who, dweight, dout, inp, N, C, OC);
+  return TL_OK;
+}
+
+/* dinp (N,C) fp32 += dout @ weight; dweight (OC,C) fp32 += dout^T @ inp; bf16 operands. */
+int tl_matmul_backward_bf16_f32(float *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
+                                const uint16_t *weight, int N, int C, int OC) {
+  const char *who = "tl_matmul_backward_bf16_f32";
+  int rc = check(who, dout, inp, weight, N, C, OC);
+  if (rc) return rc;
+  if (dinp && (rc = mm_dinp(who, dinp, dout, weight, N, C, OC))) return rc;
+  if (dweight) return mm_dweight(who, dweight, dout, inp, N, C, OC);
   return TL_OK;
 }
 

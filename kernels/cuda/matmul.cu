@@ -30,6 +30,41 @@ static uint32_t alignment_of(const void *p) {
   return al;
 }
 
+#ifdef TL_CUDA_EMU
+/* The CPU emulator (kernels/cuda/emu) has no cuBLASLt. So that whole model steps still run there on
+ * these sources (test/cuda/emu_model.test.ts), lt_gemm is this plain reference kernel in emulator
+ * builds only: one thread per element of D, fp32 accumulation in k order, the same column-major
+ * operands, transposes, element types and beta as the cuBLASLt call it stands for. (A real GPU
+ * without cuBLASLt still gets TL_ERR_UNSUPPORTED: silently slow matmuls would hide a broken setup.) */
+__device__ static float emu_load(const void *p, int64_t i, int bf16) {
+  return bf16 ? __uint_as_float(((unsigned)((const uint16_t *)p)[i]) << 16) : ((const float *)p)[i];
+}
+__global__ void emu_gemm_kernel(int transa, int transb, int m, int n, int k, const void *A, int lda, const void *B, int ldb,
+                                void *D, int ldd, int ab16, int d16, float beta) {
+  const int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (e >= (int64_t)m * n) return;
+  const int i = (int)(e % m), j = (int)(e / m);
+  float acc = 0.0f;
+  for (int p = 0; p < k; p++) {
+    const float a = emu_load(A, transa ? (int64_t)i * lda + p : (int64_t)p * lda + i, ab16);
+    const float b = emu_load(B, transb ? (int64_t)p * ldb + j : (int64_t)j * ldb + p, ab16);
+    acc += a * b;
+  }
+  const int64_t o = (int64_t)j * ldd + i;
+  if (beta != 0.0f) acc += beta * emu_load(D, o, d16);
+  if (d16) ((uint16_t *)D)[o] = __bfloat16_as_ushort(__float2bfloat16_rn(acc));
+  else ((float *)D)[o] = acc;
+}
+static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k, const void *A, int lda,
+                   const void *B, int ldb, void *D, int ldd, cudaDataType ab, cudaDataType d, float beta) {
+  const int64_t total = (int64_t)m * n;
+  emu_gemm_kernel<<<(unsigned)((total + 127) / 128), 128>>>(transa, transb, m, n, k, A, lda, B, ldb, D, ldd,
+                                                            ab == CUDA_R_16BF, d == CUDA_R_16BF, beta);
+  TL_LAUNCHED("emu_gemm_kernel");
+  (void)who;
+  return TL_OK;
+}
+#else
 /* Column-major D (m,n) = op(A) (m,k) . op(B) (k,n) + beta * D. ab/d: element types. */
 static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k, const void *A, int lda,
                    const void *B, int ldb, void *D, int ldd, cudaDataType ab, cudaDataType d, float beta) {
@@ -103,6 +138,7 @@ done:
   if (desc) lt->MatmulDescDestroy(desc);
   return rc;
 }
+#endif /* TL_CUDA_EMU */
 
 /* out (N,OC) rows all = bias (OC); the matmul then adds with beta = 1. */
 __global__ void fill_rows_kernel(float *out, const float *bias, int64_t total, int OC) {
@@ -227,5 +263,44 @@ extern "C" int tl_matmul_backward_bf16(uint16_t *dinp, float *dweight, const uin
       return rc;
     }
   }
+  return TL_OK;
+}
+
+/* ---- bf16 operands, fp32 results (the model's bf16 mode) ----
+ * cuBLASLt with A/B bf16 and C/D fp32 (the type pair the dweight product above already uses). The
+ * fallback widens the operands to fp32, exactly as above. */
+extern "C" int tl_matmul_forward_bf16_f32(float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
+  TL_TRY(check("tl_matmul_forward_bf16_f32", out, inp, N, C, OC));
+  TL_REQUIRE_PTR(weight);
+  int rc = lt_gemm("tl_matmul_forward_bf16_f32", 1, 0, OC, N, C, weight, C, inp, C, out, OC, CUDA_R_16BF, CUDA_R_32F, 0.0f);
+  if (rc != TL_ERR_UNSUPPORTED) return rc;
+  float *s = NULL; /* [inp (N,C) | weight (OC,C)] */
+  TL_TRY(scratch_f32((int64_t)N * C + (int64_t)OC * C, &s));
+  float *xf = s, *wf = xf + (int64_t)N * C;
+  TL_TRY(widen(xf, inp, (int64_t)N * C));
+  TL_TRY(widen(wf, weight, (int64_t)OC * C));
+  return lt_gemm("tl_matmul_forward_bf16_f32 (fp32 path)", 1, 0, OC, N, C, wf, C, xf, C, out, OC, CUDA_R_32F, CUDA_R_32F, 0.0f);
+}
+
+extern "C" int tl_matmul_backward_bf16_f32(float *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
+                                           const uint16_t *weight, int N, int C, int OC) {
+  TL_TRY(check("tl_matmul_backward_bf16_f32", dout, inp, N, C, OC));
+  TL_REQUIRE_PTR(weight);
+  if (dinp) {
+    int rc = lt_gemm("tl_matmul_backward_bf16_f32 (dinp)", 0, 0, C, N, OC, weight, C, dout, OC, dinp, C, CUDA_R_16BF,
+                     CUDA_R_32F, 1.0f);
+    if (rc == TL_ERR_UNSUPPORTED) {
+      float *s = NULL; /* [weight (OC,C) | dout (N,OC)] */
+      TL_TRY(scratch_f32((int64_t)OC * C + (int64_t)N * OC, &s));
+      float *wf = s, *gf = wf + (int64_t)OC * C;
+      TL_TRY(widen(wf, weight, (int64_t)OC * C));
+      TL_TRY(widen(gf, dout, (int64_t)N * OC));
+      TL_TRY(lt_gemm("tl_matmul_backward_bf16_f32 (dinp, fp32 path)", 0, 0, C, N, OC, wf, C, gf, OC, dinp, C, CUDA_R_32F,
+                     CUDA_R_32F, 1.0f));
+    } else if (rc != TL_OK) {
+      return rc;
+    }
+  }
+  if (dweight) return tl_matmul_backward_bf16(NULL, dweight, dout, inp, weight, N, C, OC);
   return TL_OK;
 }

@@ -152,6 +152,17 @@ int tl_matmul_forward_bf16(uint16_t *out, const uint16_t *inp, const uint16_t *w
  * dout (N,OC), inp (N,C), weight (OC,C) bf16. */
 int tl_matmul_backward_bf16(uint16_t *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
                             const uint16_t *weight, int N, int C, int OC);
+/* The same products with fp32 results: what the model's bf16 mode uses (packages/model). The
+ * output of a Linear layer feeds fp32 ops (RoPE, attention, SwiGLU, the residual stream) and the
+ * input gradients of q/k/v and gate/up add up in one fp32 buffer, so rounding them to bf16 would
+ * cost a cast pass, a bf16 buffer and three roundings per sum for nothing: the GPU's bf16 GEMM
+ * writes fp32 as cheaply as bf16 (cuBLASLt D type fp32).
+ * out (N,OC) fp32 = inp (N,C) @ weight (OC,C)^T; inp, weight bf16; fp32 accumulation. */
+int tl_matmul_forward_bf16_f32(float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC);
+/* dinp (N,C) fp32 nullable: dinp += dout @ weight; dweight (OC,C) fp32 nullable: dweight += dout^T @ inp;
+ * dout (N,OC), inp (N,C), weight (OC,C) bf16. */
+int tl_matmul_backward_bf16_f32(float *dinp, float *dweight, const uint16_t *dout, const uint16_t *inp,
+                                const uint16_t *weight, int N, int C, int OC);
 /* tl_adamw_step on the fp32 master weights param (N), then param_bf16 (N) = bf16(param). */
 int tl_adamw_step_bf16(float *param, uint16_t *param_bf16, const float *grad, float *m, float *v, int64_t N,
                        float lr, float beta1, float beta2, float eps, float weight_decay, float grad_scale,

@@ -264,9 +264,29 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
     expect(Array.from(rd(back)).slice(0, 4)).toEqual([1, 1, 1 + 2 ** -6, -2.5]);
   });
 
-  test("matmul without cuBLASLt is TL_ERR_UNSUPPORTED, not a crash", () => {
-    const a = put(be, rnd(4, 1));
-    expect(ops.tl_matmul_forward(p(a), p(a), p(a), null, 2, 2, 2)).toBe(5);
-    expect(String(be.lib.tl_last_error())).toContain("cuBLASLt");
+  test("matmuls run the emulator's reference kernel in place of cuBLASLt (forward + bias, dinp, dweight, dbias += )", () => {
+    // (a real GPU without cuBLASLt gets TL_ERR_UNSUPPORTED instead: test/cuda/abi.test.ts)
+    const N = 3, C = 5, OC = 4;
+    const X = rnd(N * C, 1), W = rnd(OC * C, 2), Bi = rnd(OC, 3), DO = rnd(N * OC, 4);
+    const out = new Float64Array(N * OC), dx = new Float64Array(N * C).fill(0.5), dw = new Float64Array(OC * C).fill(-0.25), db = new Float64Array(OC).fill(1);
+    for (let n = 0; n < N; n++)
+      for (let o = 0; o < OC; o++) {
+        let acc = Bi[o]!;
+        for (let c = 0; c < C; c++) {
+          acc += X[n * C + c]! * W[o * C + c]!;
+          dx[n * C + c] += DO[n * OC + o]! * W[o * C + c]!;
+          dw[o * C + c] += DO[n * OC + o]! * X[n * C + c]!;
+        }
+        out[n * OC + o] = acc;
+        db[o] += DO[n * OC + o]!;
+      }
+    const x = put(be, X), w = put(be, W), o = be.tensor([N * OC]);
+    ok("matmul_forward", ops.tl_matmul_forward(p(o), p(x), p(w), p(put(be, Bi)), N, C, OC));
+    const tdx = put(be, new Float32Array(N * C).fill(0.5)), tdw = put(be, new Float32Array(OC * C).fill(-0.25)), tdb = put(be, new Float32Array(OC).fill(1));
+    ok("matmul_backward", ops.tl_matmul_backward(p(tdx), p(tdw), p(tdb), p(put(be, DO)), p(x), p(w), N, C, OC));
+    expect(relErr(rd(o), out)).toBeLessThan(1e-6);
+    expect(relErr(rd(tdx), dx)).toBeLessThan(1e-6);
+    expect(relErr(rd(tdw), dw)).toBeLessThan(1e-6);
+    expect(relErr(rd(tdb), db)).toBeLessThan(1e-6);
   });
 });

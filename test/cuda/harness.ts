@@ -42,11 +42,12 @@ export function opsOf(be: Backend, names: readonly AbiName[]): Ops {
 
 /**
  * What the parity tests compare with the CPU library: the GPU when there is one; otherwise the
- * same .cu sources on the CPU emulator (kernels/cuda/emu; needs g++), skipping what needs
- * cuBLASLt and what the CPU library does not implement yet; null when neither is possible.
+ * same .cu sources on the CPU emulator (kernels/cuda/emu; needs g++; its matmuls run a reference
+ * kernel in place of cuBLASLt), skipping what the CPU library does not implement yet; null when
+ * neither is possible.
  */
 export const parityTarget: "gpu" | "emu" | null = !noGpu ? "gpu" : process.env.CXX || Bun.which("g++") ? "emu" : null;
-if (parityTarget === "emu") console.log("parity: comparing the CUDA sources on the CPU emulator instead (no cuBLASLt there: matmul parity skipped)");
+if (parityTarget === "emu") console.log("parity: comparing the CUDA sources on the CPU emulator instead (no cuBLASLt there: matmuls run a reference kernel)");
 
 let pair: { cpu: Backend; cuda: Backend } | undefined;
 /** The CPU backend and the CUDA one (the GPU, or the emulator when parityTarget is "emu"), opened once. */

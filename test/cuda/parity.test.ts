@@ -39,7 +39,9 @@ function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void)
 }
 
 describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU parity`, () => {
-  ptest("matmul forward/backward (fp32, with and without bias, unaligned views)", ["tl_matmul_forward", "tl_matmul_backward"], true, () => {
+  // On the emulator the matmuls run a reference kernel in place of cuBLASLt (matmul.cu, TL_CUDA_EMU):
+  // there these tests check the row-major -> column-major operand mapping of every call.
+  ptest("matmul forward/backward (fp32, with and without bias, unaligned views)", ["tl_matmul_forward", "tl_matmul_backward"], false, () => {
     const shapes: [number, number, number][] = [[1, 1, 1], [3, 17, 5], [37, 64, 96], [129, 100, 33], [256, 288, 768], [16, 513, 7]];
     shapes.forEach(([N, C, OC], i) => {
       const X = rnd((N + 1) * C, 10 + i), W = rnd(OC * C, 20 + i), B = rnd(OC, 30 + i), DO = rnd(N * OC, 40 + i);
@@ -298,7 +300,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
     expect(Buffer.from(res.cuda.pb!.buffer).equals(Buffer.from(res.cuda.again!.buffer))).toBe(true);
   });
 
-  ptest("bf16 matmul within 1e-2 (its fp32 master gradient within 1e-4)", ["tl_matmul_forward_bf16", "tl_matmul_backward_bf16"], true, () => {
+  ptest("bf16 matmul within 1e-2 (its fp32 master gradient within 1e-4)", ["tl_matmul_forward_bf16", "tl_matmul_backward_bf16"], false, () => {
     const bits = (a: Float32Array) => Uint16Array.from(a, (v) => new Uint32Array(new Float32Array([v]).buffer)[0]! >>> 16);
     for (const [n, C, OC] of [[37, 64, 96], [256, 288, 768], [3, 17, 5]] as [number, number, number][]) {
       // truncation is fine for making bf16 inputs: both sides get the same bits
@@ -313,6 +315,25 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       });
       expectClose({ cpu: { out: res.cpu.out!, dx: res.cpu.dx! }, cuda: { out: res.cuda.out!, dx: res.cuda.dx! } }, BF16, `bf16 matmul ${n}x${C}x${OC}`);
       expectClose({ cpu: { dw: res.cpu.dw! }, cuda: { dw: res.cuda.dw! } }, F32, `bf16 matmul ${n}x${C}x${OC}`);
+    }
+  });
+
+  ptest("bf16 matmul with fp32 results (the model's bf16 mode) within 1e-4", ["tl_matmul_forward_bf16_f32", "tl_matmul_backward_bf16_f32"], false, () => {
+    const bits = (a: Float32Array) => Uint16Array.from(a, (v) => new Uint32Array(new Float32Array([v]).buffer)[0]! >>> 16);
+    for (const [n, C, OC] of [[37, 64, 96], [256, 288, 768], [3, 17, 5]] as [number, number, number][]) {
+      const XB = bits(rnd(n * C, 41)), WB = bits(rnd(OC * C, 42)), DOB = bits(rnd(n * OC, 43));
+      const DX = rnd(n * C, 44), DW = rnd(OC * C, 45);
+      const res = onBoth(["tl_matmul_forward_bf16_f32", "tl_matmul_backward_bf16_f32"], (be, ops) => {
+        const x = put(be, XB, [n, C]), w = put(be, WB, [OC, C]), out = be.tensor([n, OC]);
+        ok(be, "matmul_forward_bf16_f32", ops.tl_matmul_forward_bf16_f32(p(out), p(x), p(w), n, C, OC));
+        // both gradients accumulate (+=) into random fp32 values; then dinp alone, dweight alone
+        const dx = put(be, DX), dw = put(be, DW), dx1 = put(be, DX), dw1 = put(be, DW), g = put(be, DOB);
+        ok(be, "matmul_backward_bf16_f32", ops.tl_matmul_backward_bf16_f32(p(dx), p(dw), p(g), p(x), p(w), n, C, OC));
+        ok(be, "matmul_backward_bf16_f32", ops.tl_matmul_backward_bf16_f32(p(dx1), null, p(g), p(x), p(w), n, C, OC));
+        ok(be, "matmul_backward_bf16_f32", ops.tl_matmul_backward_bf16_f32(null, p(dw1), p(g), p(x), p(w), n, C, OC));
+        return { out, dx, dw, dx1, dw1 };
+      });
+      expectClose(res, F32, `bf16->fp32 matmul ${n}x${C}x${OC}`);
     }
   });
 });

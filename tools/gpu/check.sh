@@ -2,21 +2,25 @@
 # The GPU check, for a machine with an NVIDIA GPU but no network and no Bun (see README.md):
 #   1. unpacks Bun and the node_modules subset from the carried .device/ (tools/gpu/pack.sh)
 #   2. builds the CPU and CUDA libraries there (or uses .device/prebuilt when it cannot)
-#   3. runs test/cuda/{abi,parity} (CUDA vs CPU parity of every op; TINYLLAMA_CUDA_SYNC=1 so a fault names its op)
-#   4. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings)
-# Budget: under 5 minutes. Usage: tools/gpu/check.sh [--prebuilt] [--no-bench] [--quick-bench]
+#   3. runs test/cuda/{abi,parity,model_bf16} (CUDA vs CPU parity of every op, TINYLLAMA_CUDA_SYNC=1 so a
+#      fault names its op; the whole model's bf16 step and 50-step loss curve against the CPU's fp32)
+#   4. runs tools/gpu/step.ts: the TinyLlama-1.1B bf16 training step at micro-batch 8 x 2048 (tokens/s, MFU, memory)
+#   5. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings) in the time left
+# Budget: under 5 minutes. Exit status: non-zero if a test or the training step failed.
+# Usage: tools/gpu/check.sh [--prebuilt] [--no-bench] [--quick-bench] [--no-step]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 START=$(date +%s)
 DEV=${TINYLLAMA_DEVICE_DIR:-.device}
 WORK=${TMPDIR:-/tmp}/tinyllama-gpu
 mkdir -p "$WORK"
-PREBUILT=0; BENCH=1; BENCH_ARGS=()
+PREBUILT=0; BENCH=1; STEP=1; BENCH_ARGS=()
 for a in "$@"; do
   case "$a" in
     --prebuilt) PREBUILT=1 ;;
     --no-bench) BENCH=0 ;;
     --quick-bench) BENCH_ARGS+=(--quick) ;;
+    --no-step) STEP=0 ;;
     *) echo "check.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -69,14 +73,31 @@ if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
 fi
 timeout 240 "$BUN" tools/build-kernels.ts --cuda || { echo "check.sh: build failed" >&2; exit 1; }
 
-phase "tests (test/cuda: abi + parity)"
+left() { echo $(( 295 - ($(date +%s) - START) )); } # seconds of the 5-minute budget still free
+
+phase "tests (test/cuda: abi + parity + model_bf16)"
 TESTS_RC=0
 # not emu.test.ts: the CPU emulator has nothing to add where the real GPU is
-TINYLLAMA_CUDA_SYNC=1 timeout 240 "$BUN" test --timeout 120000 test/cuda/abi.test.ts test/cuda/parity.test.ts || TESTS_RC=$?
+TINYLLAMA_CUDA_SYNC=1 timeout 200 "$BUN" test --timeout 120000 test/cuda/abi.test.ts test/cuda/parity.test.ts || TESTS_RC=$?
+# the model test without per-launch syncs (it is a whole training run); a fault still fails it at the next sync
+timeout 120 "$BUN" test --timeout 120000 test/cuda/model_bf16.test.ts || TESTS_RC=$?
+[ "$TESTS_RC" = 0 ] || echo "check.sh: FAILED: test/cuda (rc $TESTS_RC): see the failures above"
+
+STEP_RC=0
+if [ "$STEP" = 1 ]; then
+  phase "training step: tinyllama-1.1b, bf16, micro-batch 8 x 2048 (budget $(left) s)"
+  T=$(left); [ "$T" -gt 120 ] && T=120
+  if [ "$T" -lt 30 ]; then echo "check.sh: FAILED: no time left for the training step ($T s): rerun with --no-bench --quick-bench"; STEP_RC=1
+  else timeout "$T" "$BUN" tools/gpu/step.ts --precision bf16 --batch 8 --seq 2048 --steps 3 || STEP_RC=$?
+    [ "$STEP_RC" = 0 ] || echo "check.sh: FAILED: training step (rc $STEP_RC; 124 = out of time)"; fi
+fi
 
 if [ "$BENCH" = 1 ]; then
-  phase "benchmark"
-  timeout 150 "$BUN" tools/gpu/bench.ts ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || echo "check.sh: benchmark failed (rc $?)"
+  T=$(left); [ "$T" -gt 150 ] && T=150
+  phase "benchmark (budget $T s)"
+  if [ "$T" -lt 20 ]; then echo "check.sh: benchmark SKIPPED: the 5-minute budget is spent (run it alone: --no-step)"
+  else timeout "$T" "$BUN" tools/gpu/bench.ts ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || echo "check.sh: benchmark failed or ran out of time (rc $?)"; fi
 fi
-phase "done (tests rc $TESTS_RC)"
-exit $TESTS_RC
+RC=$(( TESTS_RC != 0 || STEP_RC != 0 ))
+phase "done (tests rc $TESTS_RC, training step rc $STEP_RC)$( [ $RC = 0 ] && echo ': OK' || echo ': FAILED')"
+exit $RC

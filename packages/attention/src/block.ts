@@ -15,12 +15,17 @@ import {
   ShapeError,
   attentionBackward,
   attentionForward,
+  castF32ToBf16,
+  checkPrecision,
   fmtShape,
   matmulBackward,
+  matmulBackwardBf16,
   matmulForward,
+  matmulForwardBf16,
   ropeBackward,
   ropeForward,
   type Backend,
+  type Precision,
   type Tensor,
   type TensorSpec,
 } from "@tinyllama/kernels";
@@ -36,6 +41,14 @@ export interface AttentionTensors {
   grads: TensorLookup | null;
   acts: TensorLookup;
   rope: RopeTables;
+  /**
+   * "bf16": the four projections run as bf16 matmuls with fp32 accumulation on bf16 copies of the
+   * weights (`paramsBf16`, kept in sync with the fp32 masters by the owner) and bf16 casts of their
+   * inputs; RoPE and attention stay fp32. Default "fp32".
+   */
+  precision?: Precision;
+  /** bf16 copies of the parameters (same names); required with precision "bf16". */
+  paramsBf16?: TensorLookup | null;
 }
 
 /** Initial value of a parameter; return null to keep the default normal(0, 0.02). */
@@ -48,7 +61,10 @@ export class AttentionBlock {
   readonly dims: AttentionDims;
   readonly #p: Record<ParamName, Tensor>;
   readonly #g: Record<ParamName, Tensor> | null;
+  /** bf16 weight copies (bf16 precision only) */
+  readonly #pb: Record<ParamName, Tensor> | null;
   readonly #a: Record<string, Tensor>;
+  readonly precision: Precision;
   readonly #rope: RopeTables;
   /** The input of the last forward; the weight gradients of backward need it. */
   #x: Tensor | null = null;
@@ -65,38 +81,47 @@ export class AttentionBlock {
     ];
   }
 
-  /** Activations saved by forward for backward: q, k after RoPE, v, the attention output and its lse. */
-  static savedSpecs(cfg: AttentionConfig, B: number, T: number): TensorSpec[] {
-    const { NH, NKV, HD } = attentionDims(cfg, "AttentionBlock.savedSpecs");
+  /**
+   * Activations saved by forward for backward: q, k after RoPE, v, the attention output and its lse;
+   * in bf16 precision also the bf16 inputs of the matmuls (x and att), which the weight gradients read.
+   */
+  static savedSpecs(cfg: AttentionConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
+    const { C, NH, NKV, HD } = attentionDims(cfg, "AttentionBlock.savedSpecs");
     checkBT("AttentionBlock.savedSpecs", cfg, B, T);
-    return [
+    const specs: TensorSpec[] = [
       { name: "q", shape: [B, T, NH, HD] },
       { name: "k", shape: [B, T, NKV, HD] },
       { name: "v", shape: [B, T, NKV, HD] },
       { name: "att", shape: [B, T, NH, HD] },
       { name: "lse", shape: [B, NH, T] },
     ];
+    if (checkPrecision("AttentionBlock.savedSpecs", precision) === "bf16")
+      specs.push({ name: "x_bf16", shape: [B, T, C], dtype: "bf16" }, { name: "att_bf16", shape: [B, T, NH * HD], dtype: "bf16" });
+    return specs;
   }
 
   /**
    * Scratch used only inside backward (nothing in it survives the call), so a model may map these
    * names to ONE buffer shared by all layers. "datt" also serves as the pre-RoPE dq.
    */
-  static scratchSpecs(cfg: AttentionConfig, B: number, T: number): TensorSpec[] {
-    const { NH, NKV, HD } = attentionDims(cfg, "AttentionBlock.scratchSpecs");
+  static scratchSpecs(cfg: AttentionConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
+    const { C, NH, NKV, HD } = attentionDims(cfg, "AttentionBlock.scratchSpecs");
     checkBT("AttentionBlock.scratchSpecs", cfg, B, T);
-    return [
+    const specs: TensorSpec[] = [
       { name: "datt", shape: [B, T, NH, HD] },
       { name: "dq", shape: [B, T, NH, HD] },
       { name: "dk", shape: [B, T, NKV, HD] },
       { name: "dv", shape: [B, T, NKV, HD] },
       { name: "dk_pre", shape: [B, T, NKV, HD] },
     ];
+    // bf16: the output gradient of each projection, cast to bf16 for its matmul (one at a time)
+    if (checkPrecision("AttentionBlock.scratchSpecs", precision) === "bf16") specs.push({ name: "g_bf16", shape: [B * T * Math.max(C, NH * HD)], dtype: "bf16" });
+    return specs;
   }
 
   /** savedSpecs followed by scratchSpecs: everything `acts` must resolve. */
-  static activationSpecs(cfg: AttentionConfig, B: number, T: number): TensorSpec[] {
-    return [...AttentionBlock.savedSpecs(cfg, B, T), ...AttentionBlock.scratchSpecs(cfg, B, T)];
+  static activationSpecs(cfg: AttentionConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
+    return [...AttentionBlock.savedSpecs(cfg, B, T, precision), ...AttentionBlock.scratchSpecs(cfg, B, T, precision)];
   }
 
   constructor(
@@ -109,11 +134,14 @@ export class AttentionBlock {
     this.dims = attentionDims(cfg, op);
     checkBT(op, cfg, B, T);
     const { params, grads, acts, rope } = tensors;
+    const precision = (this.precision = checkPrecision(op, tensors.precision ?? "fp32"));
     const pspecs = AttentionBlock.parameterSpecs(cfg);
     this.#p = resolve(op, "params", params, pspecs) as Record<ParamName, Tensor>;
     this.#g = grads ? (resolve(op, "grads", grads, pspecs) as Record<ParamName, Tensor>) : null;
+    if (precision === "bf16" && !tensors.paramsBf16) throw new ShapeError(`${op}: precision "bf16" needs paramsBf16 (bf16 copies of the weights)`);
+    this.#pb = precision === "bf16" ? (resolve(op, "paramsBf16", tensors.paramsBf16!, pspecs.map((s) => ({ ...s, dtype: "bf16" as const }))) as Record<ParamName, Tensor>) : null;
     // An inference-only block never runs backward, so it needs no backward scratch.
-    this.#a = resolve(op, "acts", acts, grads ? AttentionBlock.activationSpecs(cfg, B, T) : AttentionBlock.savedSpecs(cfg, B, T));
+    this.#a = resolve(op, "acts", acts, grads ? AttentionBlock.activationSpecs(cfg, B, T, precision) : AttentionBlock.savedSpecs(cfg, B, T, precision));
     const tableShape = [cfg.maxSeqLen, this.dims.HD / 2];
     for (const [n, t] of Object.entries({ cos: rope?.cos, sin: rope?.sin }))
       if (!t || !sameShape(t.shape, tableShape))
@@ -184,14 +212,29 @@ export class AttentionBlock {
     this.#io(op, "x", x, "out", out);
     if (out.buffer === x.buffer && out.byteOffset < x.byteOffset + x.bytes && x.byteOffset < out.byteOffset + out.bytes)
       throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} overlaps 'x' ${fmtShape(x.shape)}; backward needs x intact`);
-    const p = this.#p, a = this.#a, { cos, sin } = this.#rope;
-    matmulForward(a.q!.view([B, T, NH * HD]), x, p["q_proj.weight"]);
-    matmulForward(a.k!.view([B, T, NKV * HD]), x, p["k_proj.weight"]);
-    matmulForward(a.v!.view([B, T, NKV * HD]), x, p["v_proj.weight"]);
-    ropeForward(a.q!, a.q!, cos, sin);
-    ropeForward(a.k!, a.k!, cos, sin);
-    attentionForward(a.att!, a.lse!, a.q!, a.k!, a.v!);
-    matmulForward(out, a.att!.view([B, T, NH * HD]), p["o_proj.weight"]);
+    const p = this.#p, a = this.#a, { cos, sin } = this.#rope, pb = this.#pb;
+    const flatQ = [B, T, NH * HD], flatKV = [B, T, NKV * HD];
+    if (pb) {
+      // bf16: cast each matmul input once; the products come back in fp32
+      const xb = a.x_bf16!, attb = a.att_bf16!;
+      castF32ToBf16(xb, x);
+      matmulForwardBf16(a.q!.view(flatQ), xb, pb["q_proj.weight"]);
+      matmulForwardBf16(a.k!.view(flatKV), xb, pb["k_proj.weight"]);
+      matmulForwardBf16(a.v!.view(flatKV), xb, pb["v_proj.weight"]);
+      ropeForward(a.q!, a.q!, cos, sin);
+      ropeForward(a.k!, a.k!, cos, sin);
+      attentionForward(a.att!, a.lse!, a.q!, a.k!, a.v!);
+      castF32ToBf16(attb, a.att!);
+      matmulForwardBf16(out, attb, pb["o_proj.weight"]);
+    } else {
+      matmulForward(a.q!.view(flatQ), x, p["q_proj.weight"]);
+      matmulForward(a.k!.view(flatKV), x, p["k_proj.weight"]);
+      matmulForward(a.v!.view(flatKV), x, p["v_proj.weight"]);
+      ropeForward(a.q!, a.q!, cos, sin);
+      ropeForward(a.k!, a.k!, cos, sin);
+      attentionForward(a.att!, a.lse!, a.q!, a.k!, a.v!);
+      matmulForward(out, a.att!.view(flatQ), p["o_proj.weight"]);
+    }
     this.#x = x;
   }
 
@@ -209,9 +252,17 @@ export class AttentionBlock {
     const p = this.#p, a = this.#a, { cos, sin } = this.#rope;
     const be = dx.backend;
     const flatQ = [B, T, NH * HD], flatKV = [B, T, NKV * HD];
+    const pb = this.#pb;
+    // bf16: dy (fp32) -> bf16 in the shared scratch, then dinp (fp32) += dy W, dW (fp32) += dy^T x_bf16
+    const linearBackward = (dinp: Tensor, dy: Tensor, xb: Tensor, name: ParamName): void => {
+      const gb = a.g_bf16!.rows(0, dy.numel).view(dy.shape);
+      castF32ToBf16(gb, dy);
+      matmulBackwardBf16({ dinp, dweight: g[name] }, gb, xb, pb![name]);
+    };
     // out = att Wo^T
     be.zero(a.datt!);
-    matmulBackward({ dinp: a.datt!.view(flatQ), dweight: g["o_proj.weight"] }, dout, a.att!.view(flatQ), p["o_proj.weight"]);
+    if (pb) linearBackward(a.datt!.view(flatQ), dout, a.att_bf16!, "o_proj.weight");
+    else matmulBackward({ dinp: a.datt!.view(flatQ), dweight: g["o_proj.weight"] }, dout, a.att!.view(flatQ), p["o_proj.weight"]);
     // att = attention(q, k, v)
     be.zero(a.dq!);
     be.zero(a.dk!);
@@ -224,6 +275,13 @@ export class AttentionBlock {
     ropeBackward(dqPre, a.dq!, cos, sin);
     ropeBackward(dkPre, a.dk!, cos, sin);
     // q_pre, k, v = x W^T
+    if (pb) {
+      const xb = a.x_bf16!;
+      linearBackward(dx, dqPre.view(flatQ), xb, "q_proj.weight");
+      linearBackward(dx, dkPre.view(flatKV), xb, "k_proj.weight");
+      linearBackward(dx, a.dv!.view(flatKV), xb, "v_proj.weight");
+      return;
+    }
     matmulBackward({ dinp: dx, dweight: g["q_proj.weight"] }, dqPre.view(flatQ), x, p["q_proj.weight"]);
     matmulBackward({ dinp: dx, dweight: g["k_proj.weight"] }, dkPre.view(flatKV), x, p["k_proj.weight"]);
     matmulBackward({ dinp: dx, dweight: g["v_proj.weight"] }, a.dv!.view(flatKV), x, p["v_proj.weight"]);

@@ -9,6 +9,7 @@ export {
   SCHEDULES,
   SAMPLERS,
   DEVICES,
+  TRAIN_PRECISIONS,
   type TrainConfig,
 } from './train.ts';
 export { getPreset, presetNames, isPresetName, type PresetName } from './presets.ts';

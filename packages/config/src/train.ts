@@ -16,6 +16,8 @@ import {
 export const SCHEDULES = ['cosine', 'constant'] as const;
 export const SAMPLERS = ['random', 'sequential'] as const;
 export const DEVICES = ['auto', 'cpu', 'cuda'] as const;
+/** 'auto': bf16 mixed precision on CUDA, fp32 on the CPU. */
+export const TRAIN_PRECISIONS = ['auto', 'fp32', 'bf16'] as const;
 
 const trainFields = strictObject({
   /** B: sequences per micro-batch (one forward/backward). */
@@ -53,6 +55,8 @@ const trainFields = strictObject({
   /** Checkpoints kept on disk; 0 keeps all. */
   keepLast: nonNegativeInt(),
   device: oneOf(DEVICES),
+  /** Arithmetic of the model: 'fp32', 'bf16' mixed precision (fp32 masters and optimizer state), or 'auto' (bf16 on CUDA, fp32 on CPU). */
+  precision: v.optional(oneOf(TRAIN_PRECISIONS), 'auto'),
 });
 type TrainFields = v.InferOutput<typeof trainFields>;
 
@@ -150,6 +154,7 @@ export function defaultTrainConfig(model: ModelConfig, overrides: Partial<TrainC
     saveEvery: Math.max(1, Math.min(5000, Math.ceil(runSteps / 10))),
     keepLast: 3,
     device: 'auto',
+    precision: 'auto',
   };
   // Drop keys explicitly set to undefined (e.g. unset CLI flags) so they keep their defaults.
   const given = Object.fromEntries(Object.entries(overrides).filter(([, value]) => value !== undefined));

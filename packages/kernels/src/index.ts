@@ -24,6 +24,10 @@ export {
   adamwStepBf16,
   bf16ToNumber,
   numberToBf16,
+  defaultPrecision,
+  checkPrecision,
+  PRECISIONS,
+  type Precision,
   type AdamWBf16Options,
 } from "./ops/bf16.ts";
 export { attentionDecode } from "./ops/attention_decode.ts";

@@ -55,6 +55,8 @@ export const symbols = {
   tl_cast_bf16_to_f32: { args: [ptr, ptr, i64], returns: i32 },
   tl_matmul_forward_bf16: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
   tl_matmul_backward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_matmul_forward_bf16_f32: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
+  tl_matmul_backward_bf16_f32: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32], returns: i32 },
   tl_adamw_step_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i64, f32, f32, f32, f32, f32, f32, i32], returns: i32 },
   // bf16 attention (tensor cores on CUDA)
   tl_attention_forward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },

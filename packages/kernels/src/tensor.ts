@@ -170,9 +170,10 @@ export class Arena {
   readonly specs: readonly TensorSpec[];
   readonly #tensors = new Map<string, Tensor>();
   readonly offsets: ReadonlyMap<string, number>;
+  readonly #shadows = new Map<DType, Arena>();
 
-  constructor(backend: Backend, specs: readonly TensorSpec[]) {
-    const { offsets, bytes } = Arena.plan(specs);
+  constructor(backend: Backend, specs: readonly TensorSpec[], layout?: { offsets: Map<string, number>; bytes: number }) {
+    const { offsets, bytes } = layout ?? Arena.plan(specs);
     this.specs = specs;
     this.offsets = offsets;
     this.buffer = backend.allocRaw(bytes);
@@ -190,6 +191,32 @@ export class Arena {
       bytes += Math.ceil((numelOf(s.shape) * DTYPE_BYTES[s.dtype ?? "f32"]) / 64) * 64;
     }
     return { offsets, bytes };
+  }
+
+  /**
+   * An arena holding every tensor of `of` (an all-f32 arena) as `dtype`, each at the same ELEMENT
+   * offset as in `of`: element i of of.flat() and of shadow.flat(dtype) belong to the same tensor
+   * element, so one fused kernel can run over a flat range of both (e.g. AdamW refreshing the bf16
+   * copies of fp32 master weights). Alignment: 64 bytes scaled by the element size.
+   */
+  static shadow(of: Arena, dtype: DType): Arena {
+    const offsets = new Map<string, number>();
+    for (const s of of.specs) {
+      if ((s.dtype ?? "f32") !== "f32") throw new ShapeError(`Arena.shadow: tensor '${s.name}' is ${s.dtype}; only an all-f32 arena can be shadowed`);
+      offsets.set(s.name, (of.offsets.get(s.name)! / 4) * DTYPE_BYTES[dtype]);
+    }
+    const shadow = new Arena(of.buffer.backend, of.specs.map((s) => ({ ...s, dtype })), { offsets, bytes: (of.buffer.bytes / 4) * DTYPE_BYTES[dtype] });
+    of.#shadows.set(dtype, shadow);
+    return shadow;
+  }
+
+  /**
+   * The live shadow copy of this arena in `dtype` made by Arena.shadow, or null: lets whoever
+   * updates this arena (AdamW) keep the copy current without being told about it.
+   */
+  shadowOf(dtype: DType): Arena | null {
+    const s = this.#shadows.get(dtype);
+    return s && s.buffer.alive ? s : null;
   }
 
   get(name: string): Tensor {

@@ -7,6 +7,8 @@ import {
   castF32ToBf16,
   getBackend,
   matmulBackwardBf16,
+  matmulForward,
+  openBackend,
   matmulForwardBf16,
   numberToBf16,
   type Backend,
@@ -99,8 +101,84 @@ describe("bf16 matmul", () => {
     matmulBackwardBf16({ dweight: dw }, bf16Tensor(be, toBf16(new Float32Array(6).fill(1)), [3, 2]), x, w);
     expect(dw.read().some((v) => v !== 0)).toBe(true);
     expect(() => matmulForwardBf16(be.tensor([3, 3], "bf16"), x, w)).toThrow(ShapeError);
-    expect(() => matmulForwardBf16(be.tensor([3, 2]), x, w)).toThrow(ShapeError); // f32 out
+    expect(() => matmulForwardBf16(be.tensor([3, 2], "i32"), x, w)).toThrow(/'out' must be bf16 or f32/);
+    expect(() => matmulForwardBf16(be.tensor([3, 3]), x, w)).toThrow(ShapeError); // f32 out, wrong shape
+    expect(() => matmulBackwardBf16({ dinp: be.tensor([3, 4], "i32") }, be.tensor([3, 2], "bf16"), x, w)).toThrow(/'dinp' must be bf16 or f32/);
     expect(() => matmulBackwardBf16({ dweight: be.tensor([2, 4], "bf16") }, be.tensor([3, 2], "bf16"), x, w)).toThrow(ShapeError);
+  });
+});
+
+describe("bf16 matmul with fp32 results (the model's bf16 mode)", () => {
+  // Crossing the AVX512_BF16 kernel's edges: 12-row / 32-column tiles, 512-deep k slices, odd k.
+  const SHAPES: [number, number, number][] = [[1, 1, 1], [2, 3, 1], [13, 33, 31], [25, 513, 65], [40, 1100, 70], [7, 64, 2000]];
+  function refs(N: number, C: number, OC: number, seed: number) {
+    const rng = mulberry32(seed);
+    const x = toBf16(randn(N * C, rng)), w = toBf16(randn(OC * C, rng)), dout = toBf16(randn(N * OC, rng));
+    const xd = fromBf16(x), wd = fromBf16(w), dd = fromBf16(dout);
+    const out = new Float64Array(N * OC), dx = new Float64Array(N * C).fill(0.25), dw = new Float64Array(OC * C).fill(-0.5);
+    for (let n = 0; n < N; n++)
+      for (let o = 0; o < OC; o++) {
+        let acc = 0;
+        const g = dd[n * OC + o]!;
+        for (let c = 0; c < C; c++) {
+          acc += xd[n * C + c]! * wd[o * C + c]!;
+          dx[n * C + c] += g * wd[o * C + c]!;
+          dw[o * C + c] += g * xd[n * C + c]!;
+        }
+        out[n * OC + o] = acc;
+      }
+    return { x, w, dout, out, dx, dw };
+  }
+  function run(be: Backend, N: number, C: number, OC: number, r: ReturnType<typeof refs>) {
+    const tx = bf16Tensor(be, r.x, [N, C]), tw = bf16Tensor(be, r.w, [OC, C]), out = be.tensor([N, OC]);
+    matmulForwardBf16(out, tx, tw);
+    const dx = be.fromArray(new Float32Array(N * C).fill(0.25), [N, C]), dw = be.fromArray(new Float32Array(OC * C).fill(-0.5), [OC, C]);
+    matmulBackwardBf16({ dinp: dx, dweight: dw }, bf16Tensor(be, r.dout, [N, OC]), tx, tw);
+    const res = { out: out.read() as Float32Array, dx: dx.read() as Float32Array, dw: dw.read() as Float32Array };
+    for (const t of [tx, tw, out, dx, dw]) t.buffer.free();
+    return res;
+  }
+
+  test("forward, dinp (+=) and dweight (+=) match a float64 reference on the bf16 inputs to fp32 accuracy", () => {
+    const be = getBackend();
+    SHAPES.forEach(([N, C, OC], i) => {
+      const r = refs(N, C, OC, 100 + i);
+      const got = run(be, N, C, OC, r);
+      // fp32 accumulation of exact products: ~1e-7 relative; a bf16 rounding anywhere would be ~1e-3
+      expect(relErr(got.out, r.out)).toBeLessThan(1e-5);
+      expect(relErr(got.dx, r.dx)).toBeLessThan(1e-5);
+      expect(relErr(got.dw, r.dw)).toBeLessThan(1e-5);
+    });
+  });
+
+  test("this CPU's kernel (AVX512_BF16 where the CPU has it) agrees with the portable build and the fp32 GEMM on widened inputs", () => {
+    const native = getBackend(), portable = openBackend({ device: "cpu", arch: "x86-64" });
+    const [N, C, OC] = [50, 700, 90];
+    const r = refs(N, C, OC, 7);
+    const a = run(native, N, C, OC, r), b = run(portable, N, C, OC, r);
+    for (const k of ["out", "dx", "dw"] as const) expect(relErr(a[k], b[k])).toBeLessThan(1e-6);
+    // the fp32 matmul on the widened operands is the same math
+    const xf = native.tensor([N, C]), wf = native.tensor([OC, C]), of = native.tensor([N, OC]);
+    castBf16ToF32(xf, bf16Tensor(native, r.x, [N, C]));
+    castBf16ToF32(wf, bf16Tensor(native, r.w, [OC, C]));
+    matmulForward(of, xf, wf);
+    expect(relErr(a.out, of.read())).toBeLessThan(1e-6);
+  });
+
+  test("bit-for-bit identical for 1 and 2 threads", () => {
+    const be = getBackend();
+    const before = be.threads;
+    const [N, C, OC] = [61, 530, 77];
+    const r = refs(N, C, OC, 9);
+    try {
+      be.threads = 1;
+      const one = run(be, N, C, OC, r);
+      be.threads = 2;
+      const two = run(be, N, C, OC, r);
+      for (const k of ["out", "dx", "dw"] as const) expect(Buffer.from(one[k].buffer).equals(Buffer.from(two[k].buffer))).toBe(true);
+    } finally {
+      be.threads = before;
+    }
   });
 });
 

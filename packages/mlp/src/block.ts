@@ -12,12 +12,17 @@
 import {
   Arena,
   ShapeError,
+  castF32ToBf16,
+  checkPrecision,
   fmtShape,
   matmulBackward,
+  matmulBackwardBf16,
   matmulForward,
+  matmulForwardBf16,
   swigluBackward,
   swigluForward,
   type Backend,
+  type Precision,
   type Tensor,
   type TensorSpec,
 } from "@tinyllama/kernels";
@@ -43,6 +48,14 @@ export interface MlpTensors {
   /** null for inference only: backward() then throws. */
   grads: TensorLookup | null;
   acts: TensorLookup;
+  /**
+   * "bf16": the three projections run as bf16 matmuls with fp32 accumulation on bf16 copies of the
+   * weights (`paramsBf16`, kept in sync with the fp32 masters by the owner) and bf16 casts of their
+   * inputs; SwiGLU stays fp32. Default "fp32".
+   */
+  precision?: Precision;
+  /** bf16 copies of the parameters (same names); required with precision "bf16". */
+  paramsBf16?: TensorLookup | null;
 }
 
 export const MLP_PARAM_NAMES = ["gate_proj.weight", "up_proj.weight", "down_proj.weight"] as const;
@@ -58,7 +71,10 @@ export class MlpBlock {
   readonly H: number;
   readonly #p: Record<MlpParamName, F32>;
   readonly #g: Record<MlpParamName, F32> | null;
-  readonly #a: Record<string, F32>;
+  /** bf16 weight copies (bf16 precision only) */
+  readonly #pb: Record<MlpParamName, Tensor> | null;
+  readonly #a: Record<string, Tensor>;
+  readonly precision: Precision;
   /** The input of the last forward; backward needs it for the gate/up weight gradients. */
   #x: Tensor | null = null;
   #owned: (() => void) | null = null;
@@ -73,31 +89,40 @@ export class MlpBlock {
     ];
   }
 
-  /** Saved by forward for backward: the two projections and their SwiGLU product. */
-  static savedSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
-    const { H } = dims(cfg, "MlpBlock.savedSpecs");
+  /**
+   * Saved by forward for backward: the two projections and their SwiGLU product; in bf16 precision
+   * also the bf16 inputs of the matmuls (x and h), which the weight gradients read.
+   */
+  static savedSpecs(cfg: MlpConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
+    const { C, H } = dims(cfg, "MlpBlock.savedSpecs");
     checkBT("MlpBlock.savedSpecs", B, T);
-    return [
+    const specs: TensorSpec[] = [
       { name: "gate", shape: [B, T, H] },
       { name: "up", shape: [B, T, H] },
       { name: "h", shape: [B, T, H] },
     ];
+    if (checkPrecision("MlpBlock.savedSpecs", precision) === "bf16")
+      specs.push({ name: "x_bf16", shape: [B, T, C], dtype: "bf16" }, { name: "h_bf16", shape: [B, T, H], dtype: "bf16" });
+    return specs;
   }
 
   /** Used only inside backward, so a model may map these names to ONE buffer set for all layers. */
-  static scratchSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
-    const { H } = dims(cfg, "MlpBlock.scratchSpecs");
+  static scratchSpecs(cfg: MlpConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
+    const { C, H } = dims(cfg, "MlpBlock.scratchSpecs");
     checkBT("MlpBlock.scratchSpecs", B, T);
-    return [
+    const specs: TensorSpec[] = [
       { name: "dh", shape: [B, T, H] },
       { name: "dgate", shape: [B, T, H] },
       { name: "dup", shape: [B, T, H] },
     ];
+    // bf16: the output gradient of each projection, cast to bf16 for its matmul (one at a time)
+    if (checkPrecision("MlpBlock.scratchSpecs", precision) === "bf16") specs.push({ name: "g_bf16", shape: [B * T * Math.max(C, H)], dtype: "bf16" });
+    return specs;
   }
 
   /** savedSpecs followed by scratchSpecs: everything `acts` must resolve. */
-  static activationSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
-    return [...MlpBlock.savedSpecs(cfg, B, T), ...MlpBlock.scratchSpecs(cfg, B, T)];
+  static activationSpecs(cfg: MlpConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
+    return [...MlpBlock.savedSpecs(cfg, B, T, precision), ...MlpBlock.scratchSpecs(cfg, B, T, precision)];
   }
 
   constructor(
@@ -109,11 +134,14 @@ export class MlpBlock {
     const op = "MlpBlock";
     ({ C: this.C, H: this.H } = dims(cfg, op));
     checkBT(op, B, T);
+    const precision = (this.precision = checkPrecision(op, tensors.precision ?? "fp32"));
     const pspecs = MlpBlock.parameterSpecs(cfg);
     this.#p = resolve(op, "params", tensors.params, pspecs) as Record<MlpParamName, F32>;
     this.#g = tensors.grads ? (resolve(op, "grads", tensors.grads, pspecs) as Record<MlpParamName, F32>) : null;
+    if (precision === "bf16" && !tensors.paramsBf16) throw new ShapeError(`${op}: precision "bf16" needs paramsBf16 (bf16 copies of the weights)`);
+    this.#pb = precision === "bf16" ? (resolve(op, "paramsBf16", tensors.paramsBf16!, pspecs.map((s) => ({ ...s, dtype: "bf16" as const }))) as Record<MlpParamName, Tensor>) : null;
     // An inference-only block never runs backward, so it needs no backward scratch.
-    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T) : MlpBlock.savedSpecs(cfg, B, T);
+    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T, precision) : MlpBlock.savedSpecs(cfg, B, T, precision);
     this.#a = resolve(op, "acts", tensors.acts, aspecs);
   }
 
@@ -154,7 +182,7 @@ export class MlpBlock {
     if (!this.#g) throw new ShapeError(`MlpBlock: this block was built without gradients (grads: null)`);
     return this.#g[name];
   }
-  act(name: string): F32 {
+  act(name: string): Tensor {
     const t = this.#a[name];
     if (!t) throw new ShapeError(`MlpBlock: no activation named '${name}' (have ${Object.keys(this.#a).join(", ")})`);
     return t;
@@ -164,11 +192,22 @@ export class MlpBlock {
   forward(out: Tensor, x: Tensor): void {
     const op = "MlpBlock.forward";
     this.#io(op, "x", x, "out", out);
-    const p = this.#p, a = this.#a;
-    matmulForward(a.gate!, x, p["gate_proj.weight"]);
-    matmulForward(a.up!, x, p["up_proj.weight"]);
-    swigluForward(a.h!, a.gate!, a.up!);
-    matmulForward(out, a.h!, p["down_proj.weight"]);
+    const p = this.#p, a = this.#a, pb = this.#pb;
+    if (pb) {
+      // bf16: cast each matmul input once; the products come back in fp32
+      const xb = a.x_bf16!, hb = a.h_bf16!;
+      castF32ToBf16(xb, x);
+      matmulForwardBf16(a.gate!, xb, pb["gate_proj.weight"]);
+      matmulForwardBf16(a.up!, xb, pb["up_proj.weight"]);
+      swigluForward(a.h!, a.gate!, a.up!);
+      castF32ToBf16(hb, a.h!);
+      matmulForwardBf16(out, hb, pb["down_proj.weight"]);
+    } else {
+      matmulForward(a.gate!, x, p["gate_proj.weight"]);
+      matmulForward(a.up!, x, p["up_proj.weight"]);
+      swigluForward(a.h!, a.gate!, a.up!);
+      matmulForward(out, a.h!, p["down_proj.weight"]);
+    }
     this.#x = x;
   }
 
@@ -181,15 +220,27 @@ export class MlpBlock {
     if (!x) throw new ShapeError(`${op}: call forward() before backward()`);
     if (!x.buffer.alive) throw new ShapeError(`${op}: the input of the last forward was freed`);
     this.#io(op, "dout", dout, "dx", dx);
-    const p = this.#p, a = this.#a, be = dx.backend;
+    const p = this.#p, a = this.#a, be = dx.backend, pb = this.#pb;
+    // bf16: dy (fp32) -> bf16 in the shared scratch, then dinp (fp32) += dy W, dW (fp32) += dy^T x_bf16
+    const linearBackward = (dinp: Tensor, dy: Tensor, xb: Tensor, name: MlpParamName): void => {
+      const gb = a.g_bf16!.rows(0, dy.numel).view(dy.shape);
+      castF32ToBf16(gb, dy);
+      matmulBackwardBf16({ dinp, dweight: g[name] }, gb, xb, pb![name]);
+    };
     // out = h Wd^T
     be.zero(a.dh!);
-    matmulBackward({ dinp: a.dh!, dweight: g["down_proj.weight"] }, dout, a.h!, p["down_proj.weight"]);
+    if (pb) linearBackward(a.dh!, dout, a.h_bf16!, "down_proj.weight");
+    else matmulBackward({ dinp: a.dh!, dweight: g["down_proj.weight"] }, dout, a.h!, p["down_proj.weight"]);
     // h = silu(gate) * up
     be.zero(a.dgate!);
     be.zero(a.dup!);
     swigluBackward({ dgate: a.dgate!, dup: a.dup! }, a.dh!, a.gate!, a.up!);
     // gate = x Wg^T, up = x Wu^T
+    if (pb) {
+      linearBackward(dx, a.dgate!, a.x_bf16!, "gate_proj.weight");
+      linearBackward(dx, a.dup!, a.x_bf16!, "up_proj.weight");
+      return;
+    }
     matmulBackward({ dinp: dx, dweight: g["gate_proj.weight"] }, a.dgate!, x, p["gate_proj.weight"]);
     matmulBackward({ dinp: dx, dweight: g["up_proj.weight"] }, a.dup!, x, p["up_proj.weight"]);
   }

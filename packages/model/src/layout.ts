@@ -5,7 +5,7 @@
  */
 import { AttentionBlock, ropeSpecs } from "@tinyllama/attention";
 import { parameterShapes, type ModelConfig } from "@tinyllama/config";
-import { ShapeError, fmtShape, type TensorSpec } from "@tinyllama/kernels";
+import { ShapeError, fmtShape, type Precision, type TensorSpec } from "@tinyllama/kernels";
 import { MlpBlock } from "@tinyllama/mlp";
 
 export const layerPrefix = (i: number): string => `model.layers.${i}.`;
@@ -40,7 +40,7 @@ export interface ActivationLayout {
  * and rstd, the blocks' saved tensors), plus one set of scratch shared by all layers (block
  * outputs, residual/norm gradients, the blocks' backward scratch), the logits and per-row losses.
  */
-export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRows: number, training: boolean): ActivationLayout {
+export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRows: number, training: boolean, precision: Precision = "fp32"): ActivationLayout {
   const { vocabSize: V, dim: C } = cfg;
   const N = B * T;
   const specs: TensorSpec[] = [
@@ -51,9 +51,9 @@ export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRo
   for (let i = 0; i < cfg.nLayers; i++) {
     const p = `layers.${i}.`;
     specs.push({ name: `${p}x`, shape: [B, T, C] }, { name: `${p}ln1`, shape: [B, T, C] }, { name: `${p}rstd1`, shape: [B, T] });
-    for (const s of AttentionBlock.savedSpecs(cfg, B, T)) specs.push({ ...s, name: `${p}self_attn.${s.name}` });
+    for (const s of AttentionBlock.savedSpecs(cfg, B, T, precision)) specs.push({ ...s, name: `${p}self_attn.${s.name}` });
     specs.push({ name: `${p}xmid`, shape: [B, T, C] }, { name: `${p}ln2`, shape: [B, T, C] }, { name: `${p}rstd2`, shape: [B, T] });
-    for (const s of MlpBlock.savedSpecs(cfg, B, T)) specs.push({ ...s, name: `${p}mlp.${s.name}` });
+    for (const s of MlpBlock.savedSpecs(cfg, B, T, precision)) specs.push({ ...s, name: `${p}mlp.${s.name}` });
   }
   specs.push(
     { name: "final.x", shape: [B, T, C] },
@@ -63,11 +63,15 @@ export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRo
     { name: "losses", shape: [N] },
     { name: "scratch.out", shape: [B, T, C] },
   );
+  // bf16: the LM head's input as bf16 (its weight gradient reads it too)
+  if (precision === "bf16") specs.push({ name: "final.ln_bf16", shape: [N, C], dtype: "bf16" });
   // Backward scratch, one set shared by all layers; an inference model has none.
   if (training) {
     specs.push({ name: "scratch.dres", shape: [B, T, C] }, { name: "scratch.dln", shape: [B, T, C] });
-    for (const s of AttentionBlock.scratchSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.self_attn.${s.name}` });
-    for (const s of MlpBlock.scratchSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.mlp.${s.name}` });
+    for (const s of AttentionBlock.scratchSpecs(cfg, B, T, precision)) specs.push({ ...s, name: `scratch.self_attn.${s.name}` });
+    for (const s of MlpBlock.scratchSpecs(cfg, B, T, precision)) specs.push({ ...s, name: `scratch.mlp.${s.name}` });
+    // bf16: dlogits cast for the LM head's backward matmul, one logits chunk at a time
+    if (precision === "bf16") specs.push({ name: "scratch.dlogits_bf16", shape: [logitsRows, V], dtype: "bf16" });
     // Chunked logits: the head's weight gradient is produced during forward, staged here until backward.
     if (logitsRows < N) specs.push({ name: "scratch.dlm_head", shape: [V, C] });
   }

@@ -8,6 +8,13 @@
  * Parameters, gradients and activations each live in ONE arena (llm.c's pattern), allocated by
  * create() for a fixed (B, T): a training step allocates nothing. Parameters and gradients share
  * one layout with Hugging Face names in HF order, so an optimizer can run over the flat arenas.
+ *
+ * Precision "bf16" (mixed precision, the default on CUDA): fp32 master weights, gradients and
+ * optimizer state as in "fp32", plus a bf16 copy of the parameter arena (`paramsBf16`, the same
+ * element offsets) that the Linear layers (q/k/v/o, gate/up/down, lm_head) read. Each matmul input
+ * is cast to bf16 and multiplied with fp32 accumulation; its result, the input gradients and the
+ * fp32 master weight gradients stay fp32. Embedding, RMSNorm, RoPE, attention, SwiGLU, residuals
+ * and the loss run in fp32. AdamW refreshes the bf16 copy as it steps (tl_adamw_step_bf16).
  */
 import { AttentionBlock, fillRope } from "@tinyllama/attention";
 import { parseModelConfig, type ModelConfig } from "@tinyllama/config";
@@ -16,16 +23,22 @@ import {
   ShapeError,
   accumulate,
   add,
+  castF32ToBf16,
+  checkPrecision,
   crossEntropy,
+  defaultPrecision,
   embeddingBackward,
   embeddingForward,
   fmtShape,
   getBackend,
   matmulBackward,
+  matmulBackwardBf16,
   matmulForward,
+  matmulForwardBf16,
   rmsnormBackward,
   rmsnormForward,
   type Backend,
+  type Precision,
   type Tensor,
   type TensorSpec,
 } from "@tinyllama/kernels";
@@ -53,6 +66,11 @@ export interface ModelOptions {
    * chunk by chunk inside forward(), and logits() is unavailable.
    */
   logitsChunk?: number;
+  /**
+   * "fp32", or "bf16" mixed precision (see the top of this file). Default: "bf16" on the CUDA
+   * backend, "fp32" on the CPU.
+   */
+  precision?: Precision;
 }
 
 export interface NamedParameter {
@@ -69,13 +87,20 @@ export class Model {
   readonly B: number;
   readonly T: number;
   readonly training: boolean;
-  /** All parameters, HF names in HF order, 64-byte aligned. */
-  readonly params: Arena;
+  readonly precision: Precision;
+  readonly #params: Arena;
+  /**
+   * bf16 copies of every parameter at the same element offsets as params (Arena.shadow); null in
+   * fp32. Refreshed by AdamW's bf16 step and by syncBf16().
+   */
+  readonly paramsBf16: Arena | null;
   /** Gradients, same specs and offsets as params; null for an inference model. */
   readonly grads: Arena | null;
   /** Activations for (B, T). */
   readonly acts: Arena;
-  readonly parameters: readonly NamedParameter[];
+  readonly #parameters: readonly NamedParameter[];
+  /** The bf16 copies may differ from the masters (someone got hold of the masters since the last sync). */
+  #bf16Stale = true;
   readonly #attn: AttentionBlock[];
   readonly #mlp: MlpBlock[];
   readonly #logitsRows: number;
@@ -83,29 +108,32 @@ export class Model {
   #count = 0;
   #freed = false;
 
-  private constructor(cfg: ModelConfig, backend: Backend, B: number, T: number, training: boolean, logitsRows: number) {
+  private constructor(cfg: ModelConfig, backend: Backend, B: number, T: number, training: boolean, logitsRows: number, precision: Precision) {
     this.cfg = cfg;
     this.backend = backend;
     this.B = B;
     this.T = T;
     this.training = training;
+    this.precision = precision;
     this.#logitsRows = logitsRows;
     const pspecs = parameterSpecs(cfg);
     const arenas: Arena[] = [];
     // Anything that throws below (a block rejecting its tensors) must not leak the arenas.
     try {
-      this.params = new Arena(backend, pspecs);
-      arenas.push(this.params);
+      this.#params = new Arena(backend, pspecs);
+      arenas.push(this.#params);
+      this.paramsBf16 = precision === "bf16" ? Arena.shadow(this.#params, "bf16") : null;
+      if (this.paramsBf16) arenas.push(this.paramsBf16);
       this.grads = training ? new Arena(backend, pspecs) : null;
       if (this.grads) arenas.push(this.grads);
-      this.acts = new Arena(backend, activationSpecs(cfg, B, T, logitsRows, training).specs);
+      this.acts = new Arena(backend, activationSpecs(cfg, B, T, logitsRows, training, precision).specs);
       arenas.push(this.acts);
-      this.parameters = pspecs.map((s) => ({ name: s.name, tensor: this.params.get(s.name) as Tensor<"f32"> }));
+      this.#parameters = pspecs.map((s) => ({ name: s.name, tensor: this.#params.get(s.name) as Tensor<"f32"> }));
       const rope = { cos: this.acts.get("rope.cos"), sin: this.acts.get("rope.sin") };
       fillRope(rope, cfg);
-      const p = this.params, g = this.grads, a = this.acts;
-      const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T).map((s) => s.name));
-      const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T).map((s) => s.name));
+      const p = this.#params, pb = this.paramsBf16, g = this.grads, a = this.acts;
+      const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T, precision).map((s) => s.name));
+      const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T, precision).map((s) => s.name));
       this.#attn = [];
       this.#mlp = [];
       for (let i = 0; i < cfg.nLayers; i++) {
@@ -117,6 +145,8 @@ export class Model {
             grads: g ? (n) => g.get(`${pre}self_attn.${n}`) : null,
             acts: (n) => a.get(saved.has(n) ? `layers.${i}.self_attn.${n}` : `scratch.self_attn.${n}`),
             rope,
+            precision,
+            paramsBf16: pb ? (n) => pb.get(`${pre}self_attn.${n}`) : null,
           }),
         );
         this.#mlp.push(
@@ -124,6 +154,8 @@ export class Model {
             params: (n) => p.get(`${pre}mlp.${n}`),
             grads: g ? (n) => g.get(`${pre}mlp.${n}`) : null,
             acts: (n) => a.get(msaved.has(n) ? `layers.${i}.mlp.${n}` : `scratch.mlp.${n}`),
+            precision,
+            paramsBf16: pb ? (n) => pb.get(`${pre}mlp.${n}`) : null,
           }),
         );
       }
@@ -137,15 +169,24 @@ export class Model {
    * Bytes each arena of a model with these options would take, without allocating anything (to
    * choose B, T or logitsChunk before create()). Includes the arenas' 64-byte alignment padding.
    */
-  static plan(config: ModelConfig, opts: Pick<ModelOptions, "B" | "T" | "training" | "logitsChunk">): { params: number; grads: number; acts: number; logitsRows: number } {
+  /**
+   * Bytes of each arena; `paramsBf16` is the bf16 weight copy (0 in fp32), and `acts` includes the
+   * bf16 activations of bf16 precision. precision defaults as in create() when `backend` is given,
+   * else to "fp32" (plan opens no backend).
+   */
+  static plan(
+    config: ModelConfig,
+    opts: Pick<ModelOptions, "B" | "T" | "training" | "logitsChunk" | "precision"> & { backend?: Backend },
+  ): { params: number; paramsBf16: number; grads: number; acts: number; logitsRows: number; precision: Precision } {
     const cfg = parseModelConfig(config);
     checkBatchShape(cfg, opts.B, opts.T);
     const training = opts.training ?? true;
+    const precision = checkPrecision("Model.plan", opts.precision ?? (opts.backend ? defaultPrecision(opts.backend.kind) : "fp32"));
     const N = opts.B * opts.T;
     const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T), N);
     const params = Arena.plan(parameterSpecs(cfg)).bytes;
-    const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training).specs).bytes;
-    return { params, grads: training ? params : 0, acts, logitsRows: rows };
+    const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training, precision).specs).bytes;
+    return { params, paramsBf16: precision === "bf16" ? params / 2 : 0, grads: training ? params : 0, acts, logitsRows: rows, precision };
   }
 
   /** A model for batches of shape (B, T), initialised as TinyLlama's training code does (seeded). */
@@ -161,7 +202,9 @@ export class Model {
     if (!Number.isInteger(rows) || rows <= 0) throw new ShapeError(`Model.create: logitsChunk must be a positive integer, got ${rows}`);
     const seed = opts.seed ?? 1;
     if (!Number.isInteger(seed)) throw new ShapeError(`Model.create: seed must be an integer, got ${seed}`);
-    const model = new Model(cfg, opts.backend ?? getBackend(), B, T, opts.training ?? true, Math.min(rows, N));
+    const backend = opts.backend ?? getBackend();
+    const precision = checkPrecision("Model.create", opts.precision ?? defaultPrecision(backend.kind));
+    const model = new Model(cfg, backend, B, T, opts.training ?? true, Math.min(rows, N), precision);
     if (opts.init ?? true) model.initialize(seed);
     return model;
   }
@@ -176,7 +219,8 @@ export class Model {
     this.#alive("initialize");
     const C = this.cfg.dim, L = this.cfg.nLayers;
     const std = Math.sqrt(2 / (5 * C)), stdOut = 1 / Math.sqrt(C) / L;
-    this.parameters.forEach(({ name, tensor }, k) => {
+    this.#bf16Stale = true;
+    this.#parameters.forEach(({ name, tensor }, k) => {
       if (name.endsWith("norm.weight")) {
         tensor.write(new Float32Array(tensor.numel).fill(1));
         return;
@@ -186,13 +230,42 @@ export class Model {
       if (this.backend.kind === "cpu") gaussian(tensor.numel, s, deriveSeed(seed, k), tensor.data());
       else tensor.write(gaussian(tensor.numel, s, deriveSeed(seed, k)));
     });
+    this.syncBf16();
     this.#state = "none";
+  }
+
+  /**
+   * All fp32 (master) parameters, HF names in HF order, 64-byte aligned. In bf16 precision, getting
+   * them (here, through `parameters` or `param()`) marks the bf16 copies for a refresh at the next
+   * forward, because the caller may write them (loading a checkpoint, copying weights).
+   */
+  get params(): Arena {
+    this.#bf16Stale = true;
+    return this.#params;
+  }
+
+  /** Every parameter by name (see `params` on bf16 copies). */
+  get parameters(): readonly NamedParameter[] {
+    this.#bf16Stale = true;
+    return this.#parameters;
   }
 
   param(name: string): Tensor<"f32"> {
     this.#alive("param");
-    if (!this.params.has(name)) throw new ShapeError(`Model.param: no parameter '${name}' (names are Hugging Face's, e.g. 'model.layers.0.mlp.up_proj.weight')`);
-    return this.params.get(name) as Tensor<"f32">;
+    if (!this.#params.has(name)) throw new ShapeError(`Model.param: no parameter '${name}' (names are Hugging Face's, e.g. 'model.layers.0.mlp.up_proj.weight')`);
+    this.#bf16Stale = true;
+    return this.#params.get(name) as Tensor<"f32">;
+  }
+
+  /**
+   * bf16 precision: copies the fp32 masters into their bf16 copies now (forward does it by itself
+   * when the masters may have changed; AdamW keeps them in step). A no-op in fp32.
+   */
+  syncBf16(): void {
+    this.#alive("syncBf16");
+    if (!this.paramsBf16) return;
+    castF32ToBf16(this.paramsBf16.flat("bf16"), this.#params.flat("f32"));
+    this.#bf16Stale = false;
   }
 
   grad(name: string): Tensor<"f32"> {
@@ -227,7 +300,8 @@ export class Model {
     const tok = this.#ids(op, "tokens", tokens, false);
     const tgt = targets ? this.#ids(op, "targets", targets, true) : null;
     this.#state = "none";
-    const a = this.acts, p = this.params, be = this.backend;
+    if (this.paramsBf16 && this.#bf16Stale) this.syncBf16();
+    const a = this.acts, p = this.#params, be = this.backend;
     const tokT = a.get("tokens");
     tokT.write(tok);
     const eps = cfg.normEps;
@@ -249,8 +323,16 @@ export class Model {
     rmsnormForward(lnf, a.get("final.rstd"), a.get("final.x"), p.get("model.norm.weight"), eps);
 
     const W = p.get("lm_head.weight"), logits = a.get("logits"), lnf2 = lnf.view([N, C]);
+    // bf16: the head reads the bf16 copy of lm_head and a bf16 cast of the final norm's output
+    const Wb = this.paramsBf16 ? this.paramsBf16.get("lm_head.weight") : null;
+    const lnfb = Wb ? a.get("final.ln_bf16") : null;
+    if (lnfb) castF32ToBf16(lnfb, lnf2);
+    const head = (out: Tensor, r0: number, rows: number) => {
+      if (Wb && lnfb) matmulForwardBf16(out, lnfb.rows(r0, rows), Wb);
+      else matmulForward(out, lnf2.rows(r0, rows), W);
+    };
     if (!tgt) {
-      matmulForward(logits, lnf2, W);
+      head(logits, 0, N);
       this.#state = "logits";
       return Number.NaN;
     }
@@ -269,11 +351,11 @@ export class Model {
     }
     for (let r0 = 0; r0 < N; r0 += this.#logitsRows) {
       const rows = Math.min(this.#logitsRows, N - r0);
-      const lg = logits.rows(0, rows), x = lnf2.rows(r0, rows);
-      matmulForward(lg, x, W);
+      const lg = logits.rows(0, rows);
+      head(lg, r0, rows);
       // dlogits overwrite the logits in place: the (N, V) gradient never needs its own buffer
       crossEntropy(losses.rows(r0, rows), withGrad ? lg : null, lg, tgt1.rows(r0, rows), { ignoreIndex: IGNORE_INDEX, gradScale });
-      if (stage && dlnf) matmulBackward({ dinp: dlnf.rows(r0, rows), dweight: stage }, lg, x, W);
+      if (stage && dlnf) this.#headBackward(dlnf.rows(r0, rows), stage, lg, r0, rows);
     }
     // Sum in float64 in row order: deterministic and free of fp32 drift over long batches.
     const l = be.kind === "cpu" ? losses.data() : losses.read();
@@ -283,6 +365,16 @@ export class Model {
     this.#state = withGrad ? "loss" : "none";
     if (!withGrad && !chunked) this.#state = "logits";
     return count > 0 ? sum / count : 0;
+  }
+
+  /** dlnf (rows, C) += dlogits @ W; dW += dlogits^T @ lnf[r0 : r0+rows], in this model's precision. */
+  #headBackward(dlnf: Tensor, dW: Tensor, dlogits: Tensor, r0: number, rows: number): void {
+    const a = this.acts, C = this.cfg.dim;
+    if (this.paramsBf16) {
+      const dlb = a.get("scratch.dlogits_bf16").rows(0, rows);
+      castF32ToBf16(dlb, dlogits);
+      matmulBackwardBf16({ dinp: dlnf, dweight: dW }, dlb, a.get("final.ln_bf16").rows(r0, rows), this.paramsBf16.get("lm_head.weight"));
+    } else matmulBackward({ dinp: dlnf, dweight: dW }, dlogits, a.get("final.ln").view([this.B * this.T, C]).rows(r0, rows), this.#params.get("lm_head.weight"));
   }
 
   /** Number of targets counted by the last forward's loss. */
@@ -302,13 +394,13 @@ export class Model {
     if (this.#state !== "loss") throw new ShapeError(`${op}: call forward(tokens, targets) first: backward needs the loss of a forward pass with targets`);
     const { B, T, cfg } = this;
     const N = B * T, C = cfg.dim;
-    const a = this.acts, p = this.params, be = this.backend;
+    const a = this.acts, p = this.#params, be = this.backend;
     const dres = a.get("scratch.dres"), dln = a.get("scratch.dln");
     // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW)
     if (this.#logitsRows < N) accumulate(g.get("lm_head.weight"), a.get("scratch.dlm_head"));
     else {
       be.zero(dln);
-      matmulBackward({ dinp: dln.view([N, C]), dweight: g.get("lm_head.weight") }, a.get("logits"), a.get("final.ln").view([N, C]), p.get("lm_head.weight"));
+      this.#headBackward(dln.view([N, C]), g.get("lm_head.weight"), a.get("logits"), 0, N);
     }
     be.zero(dres);
     rmsnormBackward({ dinp: dres, dweight: g.get("model.norm.weight") }, dln, a.get("final.x"), p.get("model.norm.weight"), a.get("final.rstd"));
@@ -344,13 +436,14 @@ export class Model {
 
   /** Number of parameters (the real tensors, not the arena's alignment padding). */
   get numParameters(): number {
-    return this.parameters.reduce((n, p) => n + p.tensor.numel, 0);
+    return this.#parameters.reduce((n, p) => n + p.tensor.numel, 0);
   }
 
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    this.params.free();
+    this.#params.free();
+    this.paramsBf16?.free();
     this.grads?.free();
     this.acts.free();
   }

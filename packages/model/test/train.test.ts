@@ -128,9 +128,19 @@ describe("Model training", () => {
     const plan = Model.plan(cfg, { B: 2, T: 16 });
     const m = Model.create(cfg, { B: 2, T: 16 });
     try {
-      expect(plan).toEqual({ params: m.params.buffer.bytes, grads: m.grads!.buffer.bytes, acts: m.acts.buffer.bytes, logitsRows: 32 });
+      expect(plan).toEqual({ params: m.params.buffer.bytes, paramsBf16: 0, grads: m.grads!.buffer.bytes, acts: m.acts.buffer.bytes, logitsRows: 32, precision: "fp32" });
     } finally {
       m.free();
+    }
+    // bf16: a half-size copy of the parameter arena, and the bf16 activations
+    const planB = Model.plan(cfg, { B: 2, T: 16, precision: "bf16" });
+    const mb = Model.create(cfg, { B: 2, T: 16, precision: "bf16" });
+    try {
+      expect(planB).toEqual({ params: mb.params.buffer.bytes, paramsBf16: mb.paramsBf16!.buffer.bytes, grads: mb.grads!.buffer.bytes, acts: mb.acts.buffer.bytes, logitsRows: 32, precision: "bf16" });
+      expect(planB.paramsBf16).toBe(planB.params / 2);
+      expect(planB.acts).toBeGreaterThan(plan.acts);
+    } finally {
+      mb.free();
     }
     // 1.1B at B=8, T=2048: the (16384, 32000) logits would be 2 GiB, so they are chunked by default
     const big = Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048 });

@@ -3,8 +3,12 @@
  * (first and second moments, fp32, zero-initialised) and steps each run of adjacent tensors that
  * share a weight-decay setting with ONE fused kernel call over the run's flat memory, padding
  * included: padding holds zero parameters and zero gradients, so AdamW leaves it at zero.
+ *
+ * bf16 mixed precision: when the parameter arena has a bf16 copy (Arena.shadow, a bf16 model's
+ * `paramsBf16`), each run is one tl_adamw_step_bf16 call that updates the fp32 masters and writes
+ * their bf16 rounding into the copy, so the copy never goes stale.
  */
-import { Arena, ShapeError, Tensor, adamwStep, fmtShape, type Backend } from "@tinyllama/kernels";
+import { Arena, ShapeError, Tensor, adamwStep, adamwStepBf16, fmtShape, type Backend } from "@tinyllama/kernels";
 import { requireF32 } from "./clip.ts";
 
 export type DecayPredicate = (name: string, shape: readonly number[]) => boolean;
@@ -19,6 +23,12 @@ export interface AdamWOptions {
   weightDecay?: number;
   /** Which tensors get weight decay. Default: those with 2 or more dimensions (embeddings, projections, LM head), not RMSNorm gains. */
   decay?: DecayPredicate;
+  /**
+   * bf16 copy of the parameters to refresh at every step (an Arena.shadow of `params` in bf16).
+   * Default: the one Arena.shadow registered on `params`, if any (a bf16 model's paramsBf16);
+   * null: none, even if one exists (its owner must then refresh it).
+   */
+  paramsBf16?: Arena | null;
 }
 
 /** One fused kernel call: [start, end) in fp32 elements of the flat arenas. */
@@ -61,6 +71,18 @@ function sameLayout(params: Arena, grads: Arena): void {
   if (params.buffer === grads.buffer) throw new ShapeError("AdamW: params and grads are the same arena");
 }
 
+/** paramsBf16 must hold params' tensors in bf16 at the same element offsets (Arena.shadow). */
+function shadowLayout(params: Arena, pb: Arena): void {
+  if (!(pb instanceof Arena)) throw new TypeError("AdamW: paramsBf16 must be an Arena (Arena.shadow(params, 'bf16'))");
+  const a = params.specs, b = pb.specs;
+  const ok =
+    a.length === b.length &&
+    pb.buffer.bytes * 2 === params.buffer.bytes &&
+    pb.buffer.backend === params.buffer.backend &&
+    a.every((s, i) => s.name === b[i]!.name && fmtShape(s.shape) === fmtShape(b[i]!.shape) && b[i]!.dtype === "bf16" && pb.offsets.get(s.name)! * 2 === params.offsets.get(s.name)!);
+  if (!ok) throw new ShapeError("AdamW: paramsBf16 is not a bf16 copy of params at the same element offsets; make it with Arena.shadow(params, 'bf16')");
+}
+
 /** Groups adjacent tensors with equal decay into runs over the padded flat layout. */
 export function planRuns(arena: Arena, decay: DecayPredicate = defaultDecay): AdamWRun[] {
   const runs: { start: number; end: number; decay: boolean; names: string[] }[] = [];
@@ -94,7 +116,9 @@ export class AdamW {
   readonly v: Arena;
   readonly runs: readonly AdamWRun[];
   #step = 0;
-  readonly #views: { p: Tensor; g: Tensor; m: Tensor; v: Tensor; decay: boolean }[];
+  /** The bf16 copy refreshed by every step, or null (fp32 training). */
+  readonly paramsBf16: Arena | null;
+  readonly #views: { p: Tensor; g: Tensor; m: Tensor; v: Tensor; pb: Tensor | null; decay: boolean }[];
 
   constructor(
     readonly params: Arena,
@@ -110,13 +134,23 @@ export class AdamW {
     sameLayout(params, grads);
     requireF32("AdamW", params);
     this.runs = planRuns(params, opts.decay ?? defaultDecay);
+    const pb = opts.paramsBf16 === undefined ? params.shadowOf("bf16") : opts.paramsBf16;
+    if (pb) shadowLayout(params, pb);
+    this.paramsBf16 = pb;
     const be: Backend = params.buffer.backend;
     this.m = new Arena(be, params.specs);
     this.v = new Arena(be, params.specs);
     this.m.zero();
     this.v.zero();
     const view = (a: Arena, r: AdamWRun) => new Tensor(a.buffer, r.start * 4, [r.end - r.start], "f32");
-    this.#views = this.runs.map((r) => ({ p: view(params, r), g: view(grads, r), m: view(this.m, r), v: view(this.v, r), decay: r.decay }));
+    this.#views = this.runs.map((r) => ({
+      p: view(params, r),
+      g: view(grads, r),
+      m: view(this.m, r),
+      v: view(this.v, r),
+      pb: pb ? new Tensor(pb.buffer, r.start * 2, [r.end - r.start], "bf16") : null,
+      decay: r.decay,
+    }));
   }
 
   /** Number of steps taken (the bias-correction t of the last step). */
@@ -139,16 +173,11 @@ export class AdamW {
       throw new RangeError(`AdamW.step: gradScale must be finite, got ${gradScale} (a non-finite gradient norm: skip this step instead)`);
     if (this.#step >= 0x7fffffff) throw new RangeError("AdamW.step: step count would exceed 2^31 - 1");
     const t = this.#step + 1;
-    for (const r of this.#views)
-      adamwStep(r.p, r.g, r.m, r.v, {
-        lr,
-        beta1: this.beta1,
-        beta2: this.beta2,
-        eps: this.eps,
-        weightDecay: r.decay ? this.weightDecay : 0,
-        gradScale,
-        step: t,
-      });
+    for (const r of this.#views) {
+      const o = { lr, beta1: this.beta1, beta2: this.beta2, eps: this.eps, weightDecay: r.decay ? this.weightDecay : 0, gradScale, step: t };
+      if (r.pb) adamwStepBf16(r.p, r.pb, r.g, r.m, r.v, o);
+      else adamwStep(r.p, r.g, r.m, r.v, o);
+    }
     this.#step = t; // only after every run succeeded
   }
 

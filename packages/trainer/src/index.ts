@@ -8,6 +8,6 @@ export { renderReport, type ReportInfo } from "./report.ts";
 export { writeSnapshot, readSnapshot, latestSnapshot, listSnapshots, snapshotName } from "./snapshot.ts";
 export { brownDir, detokenizeBrown, materializeBrown } from "./brown.ts";
 export { Progress, fmtDuration } from "./progress.ts";
-export { train, loadWeights, type TrainOptions, type TrainResult } from "./loop.ts";
+export { train, loadWeights, trainBackend, trainPrecision, type TrainOptions, type TrainResult } from "./loop.ts";
 export { sampleContinuations, type SampleOptions } from "./samples.ts";
 export { profileTraining } from "./profile.ts";

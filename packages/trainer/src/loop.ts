@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parameterCount, flopsPerToken, tokensPerStep, type ModelConfig, type TrainConfig } from "@tinyllama/config";
-import { getBackend, type Backend } from "@tinyllama/kernels";
+import { defaultPrecision, getBackend, openBackend, type Backend, type Precision } from "@tinyllama/kernels";
 import { Model } from "@tinyllama/model";
 import { AdamW, clipFactor, constantSchedule, cosineSchedule, gradNorm } from "@tinyllama/optimizer";
 import { DataLoader, corpusFiles, splitWindows, type LoaderState } from "@tinyllama/data";
@@ -75,14 +75,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   const root = rank === 0;
   const rootLog = opts.log ?? ((m: string) => process.stderr.write(m + "\n"));
   const log = (m: string) => root && rootLog(m);
-  const backend = opts.backend ?? getBackend();
+  const backend = opts.backend ?? trainBackend(tc);
+  const precision = trainPrecision(tc, backend);
   const ckptDir = join(out, "checkpoints");
   if (root) mkdirSync(out, { recursive: true });
   if (!opts.resume && listSnapshots(ckptDir).length > 0)
     throw new Error(`${out} already holds checkpoints: pass --resume to continue that run, or choose another --out`);
   if (opts.zero && worldSize < 2) log("note: --zero has no effect in a single process");
 
-  const model = Model.create(cfg, { backend, B: tc.batch, T: tc.seq, seed: tc.seed, training: true });
+  const model = Model.create(cfg, { backend, B: tc.batch, T: tc.seq, seed: tc.seed, training: true, precision });
+  log(`${backend.kind} backend, ${precision === "bf16" ? "bf16 mixed precision (fp32 master weights and optimizer state)" : "fp32"}`);
   const adamOpts = { lr: tc.lr, beta1: tc.beta1, beta2: tc.beta2, eps: tc.eps, weightDecay: tc.weightDecay };
   const optimizer = opts.zero && worldSize > 1 ? zeroOptimizer(new ZeroAdamW(comm, model.params, model.grads!, adamOpts), comm, model) : replicatedOptimizer(new AdamW(model.params, model.grads!, adamOpts), comm, model);
   const loaderOpts = { path: opts.data, split: "train", B: tc.batch, T: tc.seq, mode: tc.sample, seed: tc.seed, rank, worldSize };
@@ -218,6 +220,16 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return { step, finalLoss: lastLoss, finalValLoss: lastVal, tokens, seconds: elapsed, interrupted: interrupted || (opts.stopAfter !== undefined && step < tc.steps), stoppedOnNaN };
 }
 
+/** The backend train.device asks for: 'auto' is the process-wide one (TINYLLAMA_DEVICE, else CUDA when usable). */
+export function trainBackend(tc: TrainConfig): Backend {
+  return tc.device === "auto" ? getBackend() : openBackend({ device: tc.device });
+}
+
+/** train.precision resolved for a backend: 'auto' is bf16 on CUDA, fp32 on the CPU. */
+export function trainPrecision(tc: TrainConfig, backend: Backend): Precision {
+  return tc.precision === "auto" ? defaultPrecision(backend.kind) : tc.precision;
+}
+
 /** zeroGrad, then forward + backward over `gradAccum` micro-batches; returns the mean loss. */
 export function accumulateGradients(model: Model, next: () => { inputs: Int32Array; targets: Int32Array }, gradAccum: number): number {
   model.zeroGrad();
@@ -259,7 +271,12 @@ export function replicatedOptimizer(adam: AdamW, comm: Communicator, model: Mode
 function zeroOptimizer(zero: ZeroAdamW, comm: Communicator, model: Model): StepOptimizer {
   const full = () => model.backend.tensor([model.params.flat().numel]);
   return {
-    step: (lr, gradClip, gradAccum) => zero.step(lr, { maxGradNorm: gradClip > 0 ? gradClip : undefined, gradScale: 1 / gradAccum }),
+    step: (lr, gradClip, gradAccum) => {
+      const norm = zero.step(lr, { maxGradNorm: gradClip > 0 ? gradClip : undefined, gradScale: 1 / gradAccum });
+      // ZeRO-1 steps a shard and all-gathers the fp32 masters: refresh the bf16 copy from them
+      model.syncBf16();
+      return norm;
+    },
     state() {
       const m = full(), v = full();
       try {

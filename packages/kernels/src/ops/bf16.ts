@@ -42,20 +42,25 @@ function dims(op: string, inp: Tensor, weight: Tensor): { N: number; C: number; 
   return { N, C, OC };
 }
 
-/** out (..., OC) bf16 = inp (..., C) bf16 @ weight (OC, C)^T bf16, accumulated in fp32, rounded once. */
+/**
+ * out (..., OC) = inp (..., C) bf16 @ weight (OC, C)^T bf16, accumulated in fp32. `out` decides the
+ * result type: bf16 (rounded once) or f32 (the fp32 accumulator as is, what the model's bf16 mode uses).
+ */
 export function matmulForwardBf16(out: Tensor, inp: Tensor, weight: Tensor): void {
   const op = "matmul_forward_bf16";
   const be = chk.sameBackend(op, { out, inp, weight });
-  for (const [n, t] of Object.entries({ out, inp, weight })) chk.dtype(op, n, t, "bf16");
+  for (const [n, t] of Object.entries({ inp, weight })) chk.dtype(op, n, t, "bf16");
+  if (out.dtype !== "bf16" && out.dtype !== "f32") throw new ShapeError(`${op}: 'out' must be bf16 or f32, got ${out.dtype} ${fmtShape(out.shape)}`);
   const { N, C, OC } = dims(op, inp, weight);
   chk.shape(op, "out", out, [...inp.shape.slice(0, -1), OC]);
   if (N === 0 || C === 0 || OC === 0) return;
-  be.check(op, be.lib.tl_matmul_forward_bf16(out.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC));
+  if (out.dtype === "f32") be.check(op, be.lib.tl_matmul_forward_bf16_f32(out.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC));
+  else be.check(op, be.lib.tl_matmul_forward_bf16(out.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC));
 }
 
 /**
- * dinp (bf16) = bf16(dinp + dout @ weight); dweight (fp32 master gradient) += dout^T @ inp.
- * dout, inp, weight are bf16. Either gradient may be null.
+ * dinp += dout @ weight; dweight (fp32 master gradient) += dout^T @ inp. dout, inp, weight are
+ * bf16. `dinp` is bf16 (dinp = bf16(dinp + ...)) or f32 (plain fp32 accumulation). Either gradient may be null.
  */
 export function matmulBackwardBf16(
   grads: { dinp?: Tensor | null; dweight?: Tensor | null },
@@ -66,17 +71,16 @@ export function matmulBackwardBf16(
   const op = "matmul_backward_bf16";
   const { dinp, dweight } = grads;
   const be = chk.sameBackend(op, { dinp, dweight, dout, inp, weight });
-  for (const [n, t] of Object.entries({ dinp, dout, inp, weight })) chk.dtype(op, n, t, "bf16");
+  for (const [n, t] of Object.entries({ dout, inp, weight })) chk.dtype(op, n, t, "bf16");
+  if (dinp && dinp.dtype !== "bf16" && dinp.dtype !== "f32") throw new ShapeError(`${op}: 'dinp' must be bf16 or f32, got ${dinp.dtype} ${fmtShape(dinp.shape)}`);
   chk.dtype(op, "dweight", dweight, "f32");
   const { N, C, OC } = dims(op, inp, weight);
   chk.shape(op, "dout", dout, [...inp.shape.slice(0, -1), OC]);
   chk.shape(op, "dinp", dinp, inp.shape);
   chk.shape(op, "dweight", dweight, weight.shape);
   if (N === 0 || C === 0 || OC === 0) return;
-  be.check(
-    op,
-    be.lib.tl_matmul_backward_bf16(dinp ? dinp.ptr(op) : null, dweight ? dweight.ptr(op) : null, dout.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC),
-  );
+  const fn = dinp && dinp.dtype === "f32" ? be.lib.tl_matmul_backward_bf16_f32 : be.lib.tl_matmul_backward_bf16;
+  be.check(op, fn(dinp ? dinp.ptr(op) : null, dweight ? dweight.ptr(op) : null, dout.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC));
 }
 
 export interface AdamWBf16Options {
@@ -124,4 +128,23 @@ export function numberToBf16(x: number): number {
   const u = new Uint32Array(f.buffer)[0]!;
   if ((u & 0x7fffffff) > 0x7f800000) return 0x7fff;
   return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+/**
+ * How a model computes: "fp32" everywhere, or "bf16" mixed precision (fp32 master weights,
+ * gradients and optimizer state; bf16 copies of the Linear weights and bf16 matmul inputs; fp32
+ * accumulation; norms, RoPE, softmax, SwiGLU and the loss in fp32).
+ */
+export type Precision = "fp32" | "bf16";
+export const PRECISIONS: readonly Precision[] = ["fp32", "bf16"];
+
+/** bf16 on a GPU (tensor cores, as TinyLlama trains), fp32 on the CPU. */
+export function defaultPrecision(kind: "cpu" | "cuda"): Precision {
+  return kind === "cuda" ? "bf16" : "fp32";
+}
+
+/** `value` as a Precision, or a ShapeError naming `who` and the accepted values. */
+export function checkPrecision(who: string, value: unknown): Precision {
+  if (value === "fp32" || value === "bf16") return value;
+  throw new ShapeError(`${who}: precision must be "fp32" or "bf16", got ${typeof value === "string" ? `"${value}"` : String(value)}`);
 }
