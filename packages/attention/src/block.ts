@@ -14,7 +14,9 @@ import {
   Arena,
   ShapeError,
   attentionBackward,
+  attentionBackwardBf16,
   attentionForward,
+  attentionForwardBf16,
   castF32ToBf16,
   checkPrecision,
   fmtShape,
@@ -44,7 +46,8 @@ export interface AttentionTensors {
   /**
    * "bf16": the four projections run as bf16 matmuls with fp32 accumulation on bf16 copies of the
    * weights (`paramsBf16`, kept in sync with the fp32 masters by the owner) and bf16 casts of their
-   * inputs; RoPE and attention stay fp32. Default "fp32".
+   * inputs; RoPE stays fp32 and attention runs on bf16 casts of q, k, v (tensor cores on CUDA; fp32
+   * softmax and accumulation), forward and backward. Default "fp32".
    */
   precision?: Precision;
   /** bf16 copies of the parameters (same names); required with precision "bf16". */
@@ -83,7 +86,8 @@ export class AttentionBlock {
 
   /**
    * Activations saved by forward for backward: q, k after RoPE, v, the attention output and its lse;
-   * in bf16 precision also the bf16 inputs of the matmuls (x and att), which the weight gradients read.
+   * in bf16 precision the output only as bf16, plus bf16 copies of x (the weight gradients read it) and
+   * of q, k, v (the bf16 attention kernels read them).
    */
   static savedSpecs(cfg: AttentionConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
     const { C, NH, NKV, HD } = attentionDims(cfg, "AttentionBlock.savedSpecs");
@@ -92,11 +96,18 @@ export class AttentionBlock {
       { name: "q", shape: [B, T, NH, HD] },
       { name: "k", shape: [B, T, NKV, HD] },
       { name: "v", shape: [B, T, NKV, HD] },
-      { name: "att", shape: [B, T, NH, HD] },
       { name: "lse", shape: [B, NH, T] },
     ];
+    // bf16: the attention kernels (tensor cores on CUDA) read and write bf16 q, k, v and output
     if (checkPrecision("AttentionBlock.savedSpecs", precision) === "bf16")
-      specs.push({ name: "x_bf16", shape: [B, T, C], dtype: "bf16" }, { name: "att_bf16", shape: [B, T, NH * HD], dtype: "bf16" });
+      specs.push(
+        { name: "x_bf16", shape: [B, T, C], dtype: "bf16" },
+        { name: "q_bf16", shape: [B, T, NH, HD], dtype: "bf16" },
+        { name: "k_bf16", shape: [B, T, NKV, HD], dtype: "bf16" },
+        { name: "v_bf16", shape: [B, T, NKV, HD], dtype: "bf16" },
+        { name: "att_bf16", shape: [B, T, NH * HD], dtype: "bf16" },
+      );
+    else specs.push({ name: "att", shape: [B, T, NH, HD] });
     return specs;
   }
 
@@ -223,8 +234,10 @@ export class AttentionBlock {
       matmulForwardBf16(a.v!.view(flatKV), xb, pb["v_proj.weight"]);
       ropeForward(a.q!, a.q!, cos, sin);
       ropeForward(a.k!, a.k!, cos, sin);
-      attentionForward(a.att!, a.lse!, a.q!, a.k!, a.v!);
-      castF32ToBf16(attb, a.att!);
+      castF32ToBf16(a.q_bf16!, a.q!);
+      castF32ToBf16(a.k_bf16!, a.k!);
+      castF32ToBf16(a.v_bf16!, a.v!);
+      attentionForwardBf16(attb.view([B, T, NH, HD]), a.lse!, a.q_bf16!, a.k_bf16!, a.v_bf16!);
       matmulForwardBf16(out, attb, pb["o_proj.weight"]);
     } else {
       matmulForward(a.q!.view(flatQ), x, p["q_proj.weight"]);
@@ -267,7 +280,11 @@ export class AttentionBlock {
     be.zero(a.dq!);
     be.zero(a.dk!);
     be.zero(a.dv!);
-    attentionBackward({ dq: a.dq!, dk: a.dk!, dv: a.dv! }, a.datt!, a.q!, a.k!, a.v!, a.att!, a.lse!);
+    if (pb) {
+      const datt = a.g_bf16!.rows(0, a.datt!.numel).view(a.datt!.shape);
+      castF32ToBf16(datt, a.datt!);
+      attentionBackwardBf16({ dq: a.dq!, dk: a.dk!, dv: a.dv! }, datt, a.q_bf16!, a.k_bf16!, a.v_bf16!, a.att_bf16!.view([B, T, NH, HD]), a.lse!);
+    } else attentionBackward({ dq: a.dq!, dk: a.dk!, dv: a.dv! }, a.datt!, a.q!, a.k!, a.v!, a.att!, a.lse!);
     // q, k = RoPE(q_pre, k_pre); datt is free again and becomes dq_pre
     const dqPre = a.datt!, dkPre = a.dk_pre!;
     be.zero(dqPre);
