@@ -4,7 +4,7 @@
  * with its own, so load from the rest of the machine falls on both sides alike.
  */
 import { join, resolve } from "node:path";
-import { median } from "./harness.ts";
+import { benchQuick, median } from "./harness.ts";
 
 export interface TorchPeer {
   /** torch.__version__ */
@@ -16,11 +16,20 @@ export interface TorchPeer {
 
 const SCRIPT = resolve(import.meta.dir, "step_torch.py");
 
+let missingReason = "";
+
+/** Why the last startTorchPeer() returned null, for a BenchRow's `peerMissing` ("" when it started). */
+export function torchPeerMissing(): string {
+  return missingReason;
+}
+
 /** Starts the peer, or returns null with the reason printed (no python3 / no torch). */
 export async function startTorchPeer(threads: number): Promise<TorchPeer | null> {
   const python = process.env.PYTHON ?? "/usr/bin/python3";
+  missingReason = "";
   if (!Bun.which(python)) {
-    console.log(`peer: PyTorch unavailable (${python} not found); ours only`);
+    missingReason = `PyTorch unavailable: ${python} not found (apt-get install python3-torch libopenblas0-pthread)`;
+    console.log(`PEER MISSING: ${missingReason}; ours only`);
     return null;
   }
   const proc = Bun.spawn([python, SCRIPT, "--serve", "--threads", String(threads)], {
@@ -49,7 +58,8 @@ export async function startTorchPeer(threads: number): Promise<TorchPeer | null>
   };
   const hello = await nextLine();
   if (!hello) {
-    console.log("peer: PyTorch unavailable (python3 tools/bench/step_torch.py failed to start; is python3-torch installed?); ours only");
+    missingReason = "PyTorch unavailable: python3 tools/bench/step_torch.py failed to start (apt-get install python3-torch libopenblas0-pthread)";
+    console.log(`PEER MISSING: ${missingReason}; ours only`);
     return null;
   }
   const { torch: version } = JSON.parse(hello) as { torch: string };
@@ -98,7 +108,7 @@ export async function interleavedWithPeer(
   args: Record<string, number | string>,
   opts: { rounds?: number; reps?: number } = {},
 ): Promise<PairTiming> {
-  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? 5);
+  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? (benchQuick() ? 2 : 5));
   const reps = opts.reps ?? 3;
   const settle = { ours: 5, peer: 200 };
   const t0 = Bun.nanoseconds();
