@@ -137,6 +137,16 @@ describe("merging a run into the results", () => {
     expect(m.map((x) => [x.case, x.date, x.ours])).toEqual([["a", d1, 200], ["b", d2, 999]]);
   });
 
+  test("one case against two peers is two rows", () => {
+    const r = mergeRun(base(), run(TOK, d2, { rows: 2 }), [
+      row({ component: "tokenizer", case: "encode", peerName: "HF tokenizers" }),
+      row({ component: "tokenizer", case: "encode", peerName: "llama-tokenizer-js" }),
+    ]);
+    expect(r.rows.filter((x) => x.file === TOK).map((x) => x.peerName)).toEqual(["HF tokenizers", "llama-tokenizer-js"]);
+    const again = mergeRun(r, run(TOK, d2, { args: ["x"] }), [row({ component: "tokenizer", case: "encode", peerName: "HF tokenizers", ours: 7 })]);
+    expect(again.rows.filter((x) => x.file === TOK).map((x) => [x.peerName, x.ours])).toEqual([["HF tokenizers", 7], ["llama-tokenizer-js", 200]]);
+  });
+
   test("a quick run is partial and marks its rows", () => {
     const r = mergeRun(base(), run(MATMUL, d2, { quick: true }), [row({ case: "a", ours: 1 })]);
     const m = r.rows.filter((x) => x.file === MATMUL);

@@ -122,7 +122,8 @@ function rowProblem(v: unknown): string | null {
   return null;
 }
 
-const rowKey = (r: { file: string; component: string; case: string }): string => `${r.file}\u0000${r.component}\u0000${r.case}`;
+/** A row's identity across runs: one case may be measured against several peers. */
+const rowKey = (r: StoredRow): string => [r.file, r.component, r.case, r.peerName ?? ""].join("\u0000");
 
 /**
  * Folds one bench file's run into the results. A full run (no `--` arguments, not quick, and at least

@@ -4,7 +4,7 @@
  * with its own, so load from the rest of the machine falls on both sides alike.
  */
 import { join, resolve } from "node:path";
-import { benchQuick, median } from "./harness.ts";
+import { benchQuick, median, type BenchRow } from "./harness.ts";
 
 export interface TorchPeer {
   /** torch.__version__ */
@@ -159,4 +159,33 @@ export function ratioLine(t: PairTiming): string {
     `  ratio (PyTorch time / ours, >1 = ours faster): wall ${(t.peer / t.ours).toFixed(2)}x, ` +
     `CPU time ${(t.peerCpu / t.oursCpu).toFixed(2)}x (CPU per call: ours ${ms(t.oursCpu)}, PyTorch ${ms(t.peerCpu)})`
   );
+}
+
+/**
+ * A scoreboard row (higher is better) from an interleaved timing against PyTorch eager: `flops` or
+ * `bytes` per call turn seconds into GFLOP/s or GB/s, which also fill the row's gflops / gbs for the
+ * "of ceiling" column. The note carries the CPU-time ratio, the steadier one on a shared machine.
+ */
+export function torchScoreRow(
+  peer: TorchPeer | null,
+  threads: number,
+  t: PairTiming,
+  what: { component: string; case: string; unit: string; flops?: number; bytes?: number; target?: number },
+): BenchRow {
+  const work = what.flops ?? what.bytes ?? NaN;
+  const rate = (sec: number): number => work / sec / 1e9;
+  return {
+    component: what.component,
+    case: what.case,
+    unit: what.unit,
+    ours: rate(t.ours),
+    peer: t.peer === null ? null : rate(t.peer),
+    peerName: peer ? `PyTorch ${peer.version} CPU eager, ${threads} threads` : "PyTorch CPU eager",
+    higherIsBetter: true,
+    ...(what.target === undefined ? {} : { target: what.target }),
+    ...(what.flops === undefined ? {} : { gflops: rate(t.ours) }),
+    ...(what.bytes === undefined ? {} : { gbs: rate(t.ours) }),
+    ...(t.peerCpu === null ? {} : { note: `CPU-time ratio ${(t.peerCpu / t.oursCpu).toFixed(2)}x` }),
+    ...(peer ? {} : { peerMissing: torchPeerMissing() || "PyTorch unavailable (apt-get install python3-torch libopenblas0-pthread)" }),
+  };
 }
