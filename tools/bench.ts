@@ -15,6 +15,7 @@
  *   bun run bench --no-write matmul    # print, but leave bench-results.json and BENCHMARKS.md alone
  *   bun run bench --ceiling matmul     # remeasure the ceilings too (a filtered run reuses the stored ones)
  *   bun run bench --list               # the bench files and the filter that selects each alone
+ *   bun run bench --render             # rewrite BENCHMARKS.md from bench-results.json, run nothing
  *
  * Environment: BENCH_THREADS (default 2), BENCH_ROUNDS, BENCH_QUICK, BENCH_TIMEOUT_S (per file,
  * default 3600), OMP_WAIT_POLICY (see harness.ts). Exits non-zero when a benchmark fails or when
@@ -48,8 +49,8 @@ const dash = argv.indexOf("--");
 const own = dash < 0 ? argv : argv.slice(0, dash);
 const flags = new Set(own.filter((a) => a.startsWith("--")));
 for (const f of flags)
-  if (!["--no-write", "--ceiling", "--list"].includes(f)) {
-    console.error(`bench: unknown flag ${f} (known: --no-write, --ceiling, --list; arguments for the benches go after --)`);
+  if (!["--no-write", "--ceiling", "--list", "--render"].includes(f)) {
+    console.error(`bench: unknown flag ${f} (known: --no-write, --ceiling, --list, --render; arguments for the benches go after --)`);
     process.exit(1);
   }
 const filters = own.filter((a) => !a.startsWith("--")).map((a) => a.toLowerCase());
@@ -162,7 +163,17 @@ async function runFile(file: string, args: string[], all: readonly string[], com
 
 // ---------------------------------------------------------------------------------------------------
 
+/** BENCHMARKS.md from the results, with the notes as they are in the file now (they may be edited during a long run). */
+function writeMarkdown(results: Results): void {
+  writeFileSync(MARKDOWN, renderBenchmarksMd(results, extractNotes(existsSync(MARKDOWN) ? readFileSync(MARKDOWN, "utf8") : null)));
+}
+
 const all = benchFiles();
+if (flags.has("--render")) {
+  writeMarkdown(loadResults());
+  console.log(`wrote ${MARKDOWN} from ${RESULTS}`);
+  process.exit(0);
+}
 if (flags.has("--list")) {
   for (const f of all) console.log(`${uniqueFilter(f, all).padEnd(20)} ${f}`);
   process.exit(0);
@@ -175,7 +186,8 @@ if (chosen.length === 0) {
 }
 
 let results = loadResults();
-const notes = write ? extractNotes(existsSync(MARKDOWN) ? readFileSync(MARKDOWN, "utf8") : null) : "";
+// Refuse to start a long run that could not write its notes back (a generated file without markers).
+if (write && existsSync(MARKDOWN)) extractNotes(readFileSync(MARKDOWN, "utf8"));
 // The "% of ceiling" column needs ceilings: a filtered run reuses the stored ones unless asked.
 const plan: { file: string; args: string[] }[] = chosen.map((file) => ({ file, args: file === CEILING_FILE ? [] : passOn }));
 if (!chosen.includes(CEILING_FILE) && all.includes(CEILING_FILE) && (flags.has("--ceiling") || ceilingsOf(results.rows).gflops === null))
@@ -213,7 +225,7 @@ for (const { file, args } of plan) {
   // Written after every file, so an interrupted suite keeps what it finished.
   if (write) {
     writeFileSync(RESULTS, JSON.stringify(results, null, 1) + "\n");
-    writeFileSync(MARKDOWN, renderBenchmarksMd(results, notes));
+    writeMarkdown(results);
   }
 }
 

@@ -306,7 +306,7 @@ export function renderBenchmarksMd(results: Results, notes: string): string {
     "better), the target ratio from issue 7 and whether it is met, and, where the row has a FLOP or byte rate, its",
     "fraction of this machine's ceilings (our best matmul GFLOP/s on a large square GEMM, the fastest large copy's GB/s).",
     "Absolute figures drift with the machine's load; the ratios, measured side by side, are what we quote.",
-    "`npx bun run bench` reruns everything (about an hour on 2 cores; `BENCH_QUICK=1` for a minutes-long smoke run),",
+    "`npx bun run bench` reruns everything (the last full run's time is below; `BENCH_QUICK=1` for a shorter smoke run),",
     "`npx bun run bench <component>` reruns one file and keeps every other row, with its own date, from bench-results.json.",
     "",
   );
