@@ -217,6 +217,17 @@ describe("BENCHMARKS.md", () => {
     expect(md).toContain("Ceilings: matmul 300 GFLOP/s");
   });
 
+  test("the run metadata says when the last run did not finish", () => {
+    const last = { date: "2026-11-29T10:00:00.000Z", command: "npx bun run bench", seconds: 600, commit: "abc1234", cpu: "Test CPU",
+      cores: 2, threads: 2, load: { before: [9.1, 8, 7], after: [3, 4, 5] }, files: [CEILING_FILE, MATMUL, TOK] };
+    const partial = renderBenchmarksMd({ ...results(), last: { ...last, completed: 2 } }, "x");
+    expect(partial).toContain("2 of 3 bench files done (still running, or interrupted)");
+    expect(partial).toContain("- Machine: Test CPU, 2 cores, 2 threads per benchmark");
+    expect(partial).toContain("9.10 / 8.00 / 7.00 before");
+    const done = renderBenchmarksMd({ ...results(), last: { ...last, completed: 3 } }, "x");
+    expect(done).toContain("10.0 min, 3 bench files");
+  });
+
   test("hand-written notes survive regeneration verbatim", () => {
     const notes = "\n## Methodology\n\nWhy medians | and `passive` waits.\n\n";
     const first = renderBenchmarksMd(results(), notes);

@@ -200,7 +200,7 @@ const loadBefore = loadAverage();
 const t0 = performance.now();
 console.log(`bench: ${plan.length} file${plan.length === 1 ? "" : "s"}, ${cpuModel()}, ${threads} threads, load average ${loadBefore.join(" ")}, commit ${commit}`);
 
-let failed = 0;
+let failed = 0, completed = 0;
 for (const { file, args } of plan) {
   console.log(`\n## ${file}\n`);
   const { run, rows } = await runFile(file, args, all, commit, threads);
@@ -210,6 +210,7 @@ for (const { file, args } of plan) {
   }
   console.log(`\nbench: ${file}: ${rows.length} scoreboard row${rows.length === 1 ? "" : "s"}, ${run.seconds.toFixed(0)} s, load ${run.load.after.join(" ")}`);
   results = mergeRun(results, run, rows);
+  completed++;
   const last: Invocation = {
     date: started,
     command: `${envPrefix()}npx bun run bench${own.length ? ` ${own.join(" ")}` : ""}${passOn.length ? ` -- ${passOn.join(" ")}` : ""}`,
@@ -220,6 +221,7 @@ for (const { file, args } of plan) {
     threads,
     load: { before: loadBefore, after: loadAverage() },
     files: plan.map((p) => p.file),
+    completed,
   };
   results = { ...results, last };
   // Written after every file, so an interrupted suite keeps what it finished.

@@ -182,7 +182,13 @@ export function rowRatio(row: BenchRow): number | null {
 /**
  * Reports scoreboard rows: appended as JSON lines to the file named by $BENCH_ROWS (set by
  * `bun run bench`); when a benchmark runs on its own (no $BENCH_ROWS) this does nothing, since the
- * benchmark has already printed its own table.
+ * benchmark has already printed its own table. Call it once at the end (or once per row); rows are
+ * identified across runs by component, case and peerName, so keep those stable between runs.
+ *
+ *   reportRows([{ component: "training step", case: "15M preset, B=8 T=256", unit: "tok/s",
+ *     ours: 2628, peer: 394, peerName: "PyTorch 1.13 eager, 2 threads", higherIsBetter: true,
+ *     target: 3.0, gflops: 243, note: "CPU-time ratio 7.0x" }]);
+ *   // peer missing: peer: null, peerMissing: peerMissing("PyTorch", "apt-get install python3-torch")
  */
 export function reportRows(rows: readonly BenchRow[]): void {
   const file = process.env.BENCH_ROWS;

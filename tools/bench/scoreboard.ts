@@ -58,6 +58,8 @@ export interface Invocation {
   threads: number;
   load: { before: number[]; after: number[] };
   files: string[];
+  /** How many of `files` had finished when the results were last written (absent: all). */
+  completed?: number;
 }
 
 export interface Results {
@@ -312,7 +314,10 @@ export function renderBenchmarksMd(results: Results, notes: string): string {
   );
   if (last) {
     out.push(
-      `- Last run: ${shortDate(last.date)} UTC, \`${last.command}\`, ${fmtSeconds(last.seconds)}, ${last.files.length} bench file${last.files.length === 1 ? "" : "s"}`,
+      `- Last run: ${shortDate(last.date)} UTC, \`${last.command}\`, ${fmtSeconds(last.seconds)}, ` +
+        (last.completed !== undefined && last.completed < last.files.length
+          ? `${last.completed} of ${last.files.length} bench files done (still running, or interrupted)`
+          : `${last.files.length} bench file${last.files.length === 1 ? "" : "s"}`),
       `- Machine: ${last.cpu}, ${last.cores} cores, ${last.threads} threads per benchmark`,
       `- Load average (1 / 5 / 15 min): ${fmtLoad(last.load.before)} before, ${fmtLoad(last.load.after)} after`,
       `- Commit: ${last.commit}`,
