@@ -170,6 +170,8 @@ for (const { layer, op } of cases) {
     higherIsBetter: true,
     target: 1.0,
     gflops: gf(t.ours),
+    // A matrix-vector product streams the weights once: memory-bound, so its bandwidth is the figure to compare.
+    ...(op === "decode" ? { gbs: (4 * OC * C) / t.ours / 1e9 } : {}),
     ...(bestRatio === null ? {} : { note: `best/best ${bestRatio.toFixed(2)}x` }),
     ...(blasMissing ? { peerMissing: blasMissing } : {}),
   });
