@@ -8,6 +8,7 @@ import {
   NOTES_BEGIN,
   NOTES_END,
   ceilingCell,
+  ceilingLine,
   ceilingsOf,
   emptyResults,
   extractNotes,
@@ -103,6 +104,20 @@ describe("ceilings", () => {
     const c = ceilingsOf(rows);
     expect(c.gflops).toBe(300);
     expect(c.gbs).toBe(50);
+  });
+
+  test("a row faster than the measured ceiling raises it (a loaded minute for the ceiling bench), so no fraction exceeds 100%", () => {
+    const quiet = stored({ component: "matmul", case: "15M q forward", file: MATMUL, gflops: 360, date: "2026-11-29T11:00:00.000Z" });
+    const c = ceilingsOf([...rows, quiet]);
+    expect(c.gflops).toBe(360);
+    expect(c.gflopsFrom).toBe(quiet);
+    expect(c.gbs).toBe(50);
+    expect(ceilingCell(quiet, c)).toBe("100% FLOP");
+    expect(ceilingLine(c, [...rows, quiet])).toBe(
+      "Ceilings: matmul 360 GFLOP/s (matmul / 15M q forward, 2026-11-29 11:00 UTC; the ceiling bench measured 300 GFLOP/s); " +
+        "memory 50.0 GB/s (ceiling bench, 2026-11-29 10:00 UTC).",
+    );
+    expect(ceilingLine(ceilingsOf([]), [])).toBe("Ceilings: matmul not measured; memory not measured.");
   });
 
   test("a row's fraction of each ceiling it has a rate for", () => {
@@ -214,7 +229,8 @@ describe("BENCHMARKS.md", () => {
     expect(md).toContain("- python3-sentencepiece not installed");
     expect(md).toContain("`npx bun run bench packages/kernels/bench/matmul.bench.ts`");
     expect(md).toContain("| big | table |");
-    expect(md).toContain("Ceilings: matmul 300 GFLOP/s");
+    expect(md).toContain("Ceilings: matmul 300 GFLOP/s (ceiling bench, 2026-11-29 10:00 UTC)");
+    expect(md).toContain("Missed: matmul / decode: 0.50x against 1x.");
   });
 
   test("the run metadata says when the last run did not finish", () => {
