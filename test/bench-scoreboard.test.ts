@@ -16,6 +16,7 @@ import {
   mergeRun,
   parseResults,
   parseRowLines,
+  recordInvocation,
   renderBenchmarksMd,
   scoreboardCells,
   targetCell,
@@ -162,6 +163,19 @@ describe("merging a run into the results", () => {
     expect(again.rows.filter((x) => x.file === TOK).map((x) => [x.peerName, x.ours])).toEqual([["HF tokenizers", 7], ["llama-tokenizer-js", 200]]);
   });
 
+  test("a partial run keeps the output of the file's last full run, for the rows it did not rerun", () => {
+    const full = mergeRun(emptyResults(), run(MATMUL, d1, { rows: 2, output: "FULL TABLE" }), [row({ case: "a" }), row({ case: "b" })]);
+    const once = mergeRun(full, run(MATMUL, d2, { args: ["b"], rows: 1, output: "ONLY B" }), [row({ case: "b" })]);
+    const twice = mergeRun(once, run(MATMUL, d2, { args: ["a"], rows: 1, output: "ONLY A" }), [row({ case: "a" })]);
+    for (const r of [once, twice]) expect(r.runs[0]!.earlier).toEqual({ date: d1, command: `npx bun run bench ${MATMUL}`, commit: "abc1234", output: "FULL TABLE" });
+    const md = renderBenchmarksMd(twice, "x");
+    expect(md).toContain("ONLY A");
+    expect(md).toContain("FULL TABLE");
+    expect(md).toContain("ok; partial, other rows from 2026-11-28 09:00");
+    // a full run again drops the earlier output
+    expect(mergeRun(twice, run(MATMUL, d2, { rows: 2 }), [row({ case: "a" }), row({ case: "b" })]).runs[0]!.earlier).toBeUndefined();
+  });
+
   test("a quick run is partial and marks its rows", () => {
     const r = mergeRun(base(), run(MATMUL, d2, { quick: true }), [row({ case: "a", ours: 1 })]);
     const m = r.rows.filter((x) => x.file === MATMUL);
@@ -242,6 +256,20 @@ describe("BENCHMARKS.md", () => {
     expect(partial).toContain("9.10 / 8.00 / 7.00 before");
     const done = renderBenchmarksMd({ ...results(), last: { ...last, completed: 3 } }, "x");
     expect(done).toContain("10.0 min, 3 bench files");
+  });
+
+  test("the last full run stays in the header after a run of one component", () => {
+    const full = { date: "2026-11-29T10:00:00.000Z", command: "npx bun run bench", seconds: 2400, commit: "abc1234", cpu: "Test CPU",
+      cores: 2, threads: 2, load: { before: [9, 8, 7], after: [3, 4, 5] }, files: [CEILING_FILE, MATMUL, TOK] };
+    const one = { ...full, date: "2026-11-29T11:00:00.000Z", command: "npx bun run bench matmul", seconds: 300, files: [MATMUL] };
+    let r = recordInvocation(results(), full, true);
+    r = recordInvocation(r, one, false);
+    expect(r.last).toBe(one);
+    expect(r.lastFull).toBe(full);
+    const md = renderBenchmarksMd(r, "x");
+    expect(md).toContain("- Last full run: 2026-11-29 10:00 UTC, `npx bun run bench`, 40.0 min, 3 bench files");
+    expect(md).toContain("- Latest run since: 2026-11-29 11:00 UTC, `npx bun run bench matmul`, 5.0 min, 1 bench file");
+    expect(parseResults(JSON.stringify(r)).lastFull).toEqual(full);
   });
 
   test("hand-written notes survive regeneration verbatim", () => {

@@ -33,6 +33,7 @@ import {
   mergeRun,
   parseResults,
   parseRowLines,
+  recordInvocation,
   renderBenchmarksMd,
   scoreboardTable,
   targetSummary,
@@ -223,7 +224,7 @@ for (const { file, args } of plan) {
     files: plan.map((p) => p.file),
     completed,
   };
-  results = { ...results, last };
+  results = recordInvocation(results, last, filters.length === 0 && passOn.length === 0);
   // Written after every file, so an interrupted suite keeps what it finished.
   if (write) {
     writeFileSync(RESULTS, JSON.stringify(results, null, 1) + "\n");

@@ -45,6 +45,8 @@ export interface RunRecord {
   rows: number;
   /** Its stdout (the bench's own detailed tables), possibly shortened from the front. */
   output: string;
+  /** For a partial run: the latest full run of the same file, whose rows it did not rerun. */
+  earlier?: { date: string; command: string; commit: string; output: string };
 }
 
 /** One `bun run bench [...]` invocation. */
@@ -66,13 +68,15 @@ export interface Results {
   version: 1;
   /** The latest invocation that wrote this file. */
   last: Invocation | null;
+  /** The latest invocation that ran every bench file (no component filter, no `--` arguments). */
+  lastFull?: Invocation | null;
   /** The latest run of each bench file. */
   runs: RunRecord[];
   rows: StoredRow[];
 }
 
 export function emptyResults(): Results {
-  return { version: 1, last: null, runs: [], rows: [] };
+  return { version: 1, last: null, lastFull: null, runs: [], rows: [] };
 }
 
 /** The bench file every `bun run bench` runs first: it measures the ceilings. */
@@ -85,7 +89,7 @@ export function parseResults(text: string): Results {
   const r = JSON.parse(text) as Partial<Results>;
   if (r.version !== 1 || !Array.isArray(r.runs) || !Array.isArray(r.rows))
     throw new Error("bench-results.json: not a version-1 results file (expected {version: 1, runs: [], rows: []}); move it away to start afresh");
-  return { version: 1, last: r.last ?? null, runs: r.runs, rows: r.rows };
+  return { version: 1, last: r.last ?? null, lastFull: r.lastFull ?? null, runs: r.runs, rows: r.rows };
 }
 
 /**
@@ -146,9 +150,20 @@ export function mergeRun(results: Results, run: RunRecord, rows: readonly BenchR
       kept.push(r);
     } else kept[i] = r;
   }
+  const old = results.runs.find((x) => x.file === run.file);
+  const isFull = (r: RunRecord): boolean => r.args.length === 0 && !r.quick && r.exitCode === 0 && r.rows > 0;
+  if (partial && old) {
+    const earlier = isFull(old) ? { date: old.date, command: old.command, commit: old.commit, output: old.output } : old.earlier;
+    if (earlier) run = { ...run, earlier };
+  }
   const runs = results.runs.filter((x) => x.file !== run.file);
   runs.push(run);
   return { ...results, runs: sortRuns(runs), rows: sortRows(kept) };
+}
+
+/** Records the invocation that just wrote the results; `full`: it ran every bench file without arguments. */
+export function recordInvocation(results: Results, inv: Invocation, full: boolean): Results {
+  return { ...results, last: inv, lastFull: full ? inv : results.lastFull ?? null };
 }
 
 /** The ceiling bench first, then bench files in path order. */
@@ -340,18 +355,18 @@ export function renderBenchmarksMd(results: Results, notes: string): string {
     "`npx bun run bench <component>` reruns one file and keeps every other row, with its own date, from bench-results.json.",
     "",
   );
-  if (last) {
-    out.push(
-      `- Last run: ${shortDate(last.date)} UTC, \`${last.command}\`, ${fmtSeconds(last.seconds)}, ` +
-        (last.completed !== undefined && last.completed < last.files.length
-          ? `${last.completed} of ${last.files.length} bench files done (still running, or interrupted)`
-          : `${last.files.length} bench file${last.files.length === 1 ? "" : "s"}`),
-      `- Machine: ${last.cpu}, ${last.cores} cores, ${last.threads} threads per benchmark`,
-      `- Load average (1 / 5 / 15 min): ${fmtLoad(last.load.before)} before, ${fmtLoad(last.load.after)} after`,
-      `- Commit: ${last.commit}`,
-      "",
-    );
-  }
+  const invocation = (label: string, inv: Invocation): string[] => [
+    `- ${label}: ${shortDate(inv.date)} UTC, \`${inv.command}\`, ${fmtSeconds(inv.seconds)}, ` +
+      (inv.completed !== undefined && inv.completed < inv.files.length
+        ? `${inv.completed} of ${inv.files.length} bench files done (still running, or interrupted)`
+        : `${inv.files.length} bench file${inv.files.length === 1 ? "" : "s"}`) +
+      `; load average (1 / 5 / 15 min) ${fmtLoad(inv.load.before)} before, ${fmtLoad(inv.load.after)} after; commit ${inv.commit}`,
+  ];
+  const full = results.lastFull ?? null;
+  if (last) out.push(`- Machine: ${last.cpu}, ${last.cores} cores, ${last.threads} threads per benchmark`);
+  if (full) out.push(...invocation("Last full run", full));
+  if (last && (!full || last.date !== full.date)) out.push(...invocation(full ? "Latest run since" : "Latest run", last));
+  if (last || full) out.push("");
   out.push("## Scoreboard", "");
   out.push(
     ceilingLine(c, rows) + " The \"of ceiling\" column divides each row's GFLOP/s or GB/s by these: the ceiling bench's" +
@@ -383,7 +398,8 @@ export function renderBenchmarksMd(results: Results, notes: string): string {
       fmtLoad(r.load.after),
       fmtSeconds(r.seconds),
       String(r.rows),
-      r.exitCode === 0 ? "ok" : r.exitCode === null ? "killed" : `FAILED (exit ${r.exitCode})`,
+      (r.exitCode === 0 ? "ok" : r.exitCode === null ? "killed" : `FAILED (exit ${r.exitCode})`) +
+        (r.earlier ? `; partial, other rows from ${shortDate(r.earlier.date)}` : ""),
     ].map(cell)),
   ), "");
 
@@ -393,7 +409,11 @@ export function renderBenchmarksMd(results: Results, notes: string): string {
   out.push("What each bench printed (its own detailed tables), verbatim.", "");
   for (const r of runs) {
     out.push("<details>", `<summary><code>${r.file}</code>: ${shortDate(r.date)} UTC, load ${fmtLoad(r.load.before)}</summary>`, "");
-    out.push("```text", `$ ${r.command}`, r.output.replace(/```/g, "'''").trimEnd(), "```", "", "</details>", "");
+    out.push("```text", `$ ${r.command}`, r.output.replace(/```/g, "'''").trimEnd(), "```", "");
+    if (r.earlier)
+      out.push(`Rows this run did not measure are from the full run of ${shortDate(r.earlier.date)} UTC (commit ${r.earlier.commit}):`, "",
+        "```text", `$ ${r.earlier.command}`, r.earlier.output.replace(/```/g, "'''").trimEnd(), "```", "");
+    out.push("</details>", "");
   }
   return out.join("\n");
 }
