@@ -10,7 +10,7 @@
  */
 import { CString, FFIType, dlopen } from "bun:ffi";
 import { appendFileSync, readFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { cpus, loadavg } from "node:os";
 
 /**
  * Sets a variable in the C environment, where a dlopened library's getenv() sees it (in Bun, writing
@@ -83,7 +83,7 @@ function timeOnce(f: () => void): number {
 
 /** Times `ours` and `peer` (null: ours only) in alternating blocks and returns the medians. */
 export function interleaved(ours: () => void, peer: (() => void) | null, opts: TimingOptions = {}): Timing {
-  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? 7);
+  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? (benchQuick() ? 3 : 7));
   const blockMs = opts.blockMs ?? 40;
   const maxCalls = opts.maxCallsPerBlock ?? 25;
   const envSettle = process.env.BENCH_SETTLE_MS === undefined ? null : Number(process.env.BENCH_SETTLE_MS);
@@ -166,8 +166,11 @@ export interface BenchRow {
    * the machine's ceiling (our best matmul GFLOP/s, a large copy's GB/s) for the "of ceiling" column. */
   gflops?: number;
   gbs?: number;
-  /** Anything a reader needs to trust the number (e.g. "best/best 1.9x", "peer unavailable: no python3-torch"). */
+  /** Anything a reader needs to trust the number (e.g. "best/best 1.9x", "CPU-time ratio 7.0x"). */
   note?: string;
+  /** Why `peer` is null although the row has a peer: what is missing and how to install it, e.g.
+   * "python3-torch not installed: apt-get install python3-torch". Printed by `bun run bench`. */
+  peerMissing?: string;
 }
 
 /** ours/peer as a "how many times better are we" number: >1 means we win, whatever the unit's direction. */
@@ -179,10 +182,46 @@ export function rowRatio(row: BenchRow): number | null {
 /**
  * Reports scoreboard rows: appended as JSON lines to the file named by $BENCH_ROWS (set by
  * `bun run bench`); when a benchmark runs on its own (no $BENCH_ROWS) this does nothing, since the
- * benchmark has already printed its own table.
+ * benchmark has already printed its own table. Call it once at the end (or once per row); rows are
+ * identified across runs by component, case and peerName, so keep those stable between runs.
+ *
+ *   reportRows([{ component: "training step", case: "15M preset, B=8 T=256", unit: "tok/s",
+ *     ours: 2628, peer: 394, peerName: "PyTorch 1.13 eager, 2 threads", higherIsBetter: true,
+ *     target: 3.0, gflops: 243, note: "CPU-time ratio 7.0x" }]);
+ *   // peer missing: peer: null, peerMissing: peerMissing("PyTorch", "apt-get install python3-torch")
  */
 export function reportRows(rows: readonly BenchRow[]): void {
   const file = process.env.BENCH_ROWS;
   if (!file || rows.length === 0) return;
   appendFileSync(file, rows.map((r) => JSON.stringify(r)).join("\n") + "\n");
+}
+
+/**
+ * True when $BENCH_QUICK is set (and not "0"): benchmarks then run fewer rounds and their smaller
+ * cases only, so `BENCH_QUICK=1 bun run bench` checks the whole suite end to end in minutes. Quick
+ * rows are marked as such in BENCHMARKS.md; quote full runs.
+ */
+export function benchQuick(): boolean {
+  const q = process.env.BENCH_QUICK;
+  return q !== undefined && q !== "" && q !== "0";
+}
+
+/** The 1, 5 and 15 minute load averages ([] where the OS does not say): quote them next to any number. */
+export function loadAverage(): number[] {
+  try {
+    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).map(Number);
+  } catch {
+    const l = loadavg();
+    return l.every((x) => x === 0) ? [] : l;
+  }
+}
+
+/**
+ * Prints the line a benchmark shows when a peer is missing, and returns the reason for the row's
+ * `peerMissing`, so the console and BENCHMARKS.md say the same thing.
+ */
+export function peerMissing(peer: string, why: string): string {
+  const reason = `${peer} unavailable: ${why}`;
+  console.log(`PEER MISSING: ${reason}`);
+  return reason;
 }

@@ -4,7 +4,7 @@
  * with its own, so load from the rest of the machine falls on both sides alike.
  */
 import { join, resolve } from "node:path";
-import { median } from "./harness.ts";
+import { benchQuick, median, type BenchRow } from "./harness.ts";
 
 export interface TorchPeer {
   /** torch.__version__ */
@@ -16,11 +16,20 @@ export interface TorchPeer {
 
 const SCRIPT = resolve(import.meta.dir, "step_torch.py");
 
+let missingReason = "";
+
+/** Why the last startTorchPeer() returned null, for a BenchRow's `peerMissing` ("" when it started). */
+export function torchPeerMissing(): string {
+  return missingReason;
+}
+
 /** Starts the peer, or returns null with the reason printed (no python3 / no torch). */
 export async function startTorchPeer(threads: number): Promise<TorchPeer | null> {
   const python = process.env.PYTHON ?? "/usr/bin/python3";
+  missingReason = "";
   if (!Bun.which(python)) {
-    console.log(`peer: PyTorch unavailable (${python} not found); ours only`);
+    missingReason = `PyTorch unavailable: ${python} not found (apt-get install python3-torch libopenblas0-pthread)`;
+    console.log(`PEER MISSING: ${missingReason}; ours only`);
     return null;
   }
   const proc = Bun.spawn([python, SCRIPT, "--serve", "--threads", String(threads)], {
@@ -49,7 +58,8 @@ export async function startTorchPeer(threads: number): Promise<TorchPeer | null>
   };
   const hello = await nextLine();
   if (!hello) {
-    console.log("peer: PyTorch unavailable (python3 tools/bench/step_torch.py failed to start; is python3-torch installed?); ours only");
+    missingReason = "PyTorch unavailable: python3 tools/bench/step_torch.py failed to start (apt-get install python3-torch libopenblas0-pthread)";
+    console.log(`PEER MISSING: ${missingReason}; ours only`);
     return null;
   }
   const { torch: version } = JSON.parse(hello) as { torch: string };
@@ -98,7 +108,7 @@ export async function interleavedWithPeer(
   args: Record<string, number | string>,
   opts: { rounds?: number; reps?: number } = {},
 ): Promise<PairTiming> {
-  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? 5);
+  const rounds = opts.rounds ?? Number(process.env.BENCH_ROUNDS ?? (benchQuick() ? 2 : 5));
   const reps = opts.reps ?? 3;
   const settle = { ours: 5, peer: 200 };
   const t0 = Bun.nanoseconds();
@@ -149,4 +159,33 @@ export function ratioLine(t: PairTiming): string {
     `  ratio (PyTorch time / ours, >1 = ours faster): wall ${(t.peer / t.ours).toFixed(2)}x, ` +
     `CPU time ${(t.peerCpu / t.oursCpu).toFixed(2)}x (CPU per call: ours ${ms(t.oursCpu)}, PyTorch ${ms(t.peerCpu)})`
   );
+}
+
+/**
+ * A scoreboard row (higher is better) from an interleaved timing against PyTorch eager: `flops` or
+ * `bytes` per call turn seconds into GFLOP/s or GB/s, which also fill the row's gflops / gbs for the
+ * "of ceiling" column. The note carries the CPU-time ratio, the steadier one on a shared machine.
+ */
+export function torchScoreRow(
+  peer: TorchPeer | null,
+  threads: number,
+  t: PairTiming,
+  what: { component: string; case: string; unit: string; flops?: number; bytes?: number; target?: number },
+): BenchRow {
+  const work = what.flops ?? what.bytes ?? NaN;
+  const rate = (sec: number): number => work / sec / 1e9;
+  return {
+    component: what.component,
+    case: what.case,
+    unit: what.unit,
+    ours: rate(t.ours),
+    peer: t.peer === null ? null : rate(t.peer),
+    peerName: peer ? `PyTorch ${peer.version} CPU eager, ${threads} threads` : "PyTorch CPU eager",
+    higherIsBetter: true,
+    ...(what.target === undefined ? {} : { target: what.target }),
+    ...(what.flops === undefined ? {} : { gflops: rate(t.ours) }),
+    ...(what.bytes === undefined ? {} : { gbs: rate(t.ours) }),
+    ...(t.peerCpu === null ? {} : { note: `CPU-time ratio ${(t.peerCpu / t.oursCpu).toFixed(2)}x` }),
+    ...(peer ? {} : { peerMissing: torchPeerMissing() || "PyTorch unavailable (apt-get install python3-torch libopenblas0-pthread)" }),
+  };
 }

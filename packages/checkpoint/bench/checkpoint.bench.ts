@@ -2,14 +2,17 @@
  * Checkpoint I/O throughput: 16-bit conversions and safetensors write/read, each next to a peer measured in the same
  * process: the engine's native Float16Array conversion (f16), a preallocated Float32Array copy (the memory-bandwidth
  * ceiling, for bf16), the same bytes written with writeSync + fsync (write), readFileSync (read). Run: ./node_modules/.bin/bun packages/checkpoint/bench/checkpoint.bench.ts [Melements]
+ * (default 8; BENCH_QUICK=1: 2).
  */
 import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { mulberry32, randn } from "@tinyllama/testing";
+import { benchQuick, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, readSafetensors, writeSafetensors } from "../src/index.ts";
 
-const N = Math.round(Number(process.argv[2] ?? 8) * 1_000_000);
+const N = Math.round(Number(process.argv[2] ?? (benchQuick() ? 2 : 8)) * 1_000_000);
+const scoreRows: BenchRow[] = [];
 const src = randn(N, mulberry32(1));
 const dir = mkdtempSync(join(tmpdir(), "ckpt-bench-"));
 
@@ -24,8 +27,21 @@ function time(fn: () => unknown, reps = 5): number {
   return ts.sort((a, b) => a - b)[reps >> 1]! / 1000; // median, seconds
 }
 const gbs = (bytes: number, s: number): string => `${(bytes / s / 1e9).toFixed(2)} GB/s`;
-function row(what: string, bytes: number, ours: number, peerName: string, peer: number): void {
+/** `inMemory`: a conversion between arrays, so its GB/s is a fraction of the copy ceiling (I/O rows are not). */
+function row(what: string, bytes: number, ours: number, peerName: string, peer: number, inMemory = true): void {
   console.log(`${what.padEnd(34)} ${gbs(bytes, ours).padStart(11)}   ${peerName.padEnd(31)} ${gbs(bytes, peer).padStart(11)}   ratio ${(peer / ours).toFixed(2)}`);
+  const rate = (s: number): number => bytes / s / 1e9;
+  scoreRows.push({
+    component: "checkpoint",
+    case: `${what}, ${(N / 1e6).toFixed(0)}M elements`,
+    unit: "GB/s",
+    ours: rate(ours),
+    peer: rate(peer),
+    peerName,
+    higherIsBetter: true,
+    ...(inMemory ? { gbs: rate(ours) } : {}),
+    note: "GB/s counts f32 bytes (bf16 bytes for the write); median of 5 (3 for writes)",
+  });
 }
 
 console.log(`${(N / 1e6).toFixed(1)}M elements (${(N * 4 / 1e6).toFixed(0)} MB as f32); GB/s counts f32 bytes; ratio = ours/peer speed`);
@@ -49,10 +65,21 @@ const wRaw = time(() => {
   fsyncSync(fd);
   closeSync(fd);
 }, 3);
-row("writeSafetensors f32->bf16 +fsync", N * 2, wBf, "writeSync + fsync, bf16 bytes", wRaw);
+row("writeSafetensors f32->bf16 +fsync", N * 2, wBf, "writeSync + fsync, bf16 bytes", wRaw, false);
 const open = time(() => readSafetensors(path));
 console.log(`${"readSafetensors (mmap + validate)".padEnd(34)} ${(open * 1e6).toFixed(0).padStart(8)} µs  (zero-copy: independent of size)`);
 const rd = time(() => bf16ToF32(readSafetensors(path).get("w")!.data as Uint16Array, out));
 const rdPeer = time(() => bf16ToF32(new Uint16Array(readFileSync(raw).buffer), out));
-row("read + bf16 -> f32 (mmap)", N * 4, rd, "readFileSync + bf16ToF32", rdPeer);
+row("read + bf16 -> f32 (mmap)", N * 4, rd, "readFileSync + bf16ToF32", rdPeer, false);
+scoreRows.push({
+  component: "checkpoint",
+  case: "readSafetensors open (mmap + validate header)",
+  unit: "ms",
+  ours: open * 1e3,
+  peer: null,
+  peerName: null,
+  higherIsBetter: false,
+  note: "zero-copy: independent of size",
+});
+reportRows(scoreRows);
 rmSync(dir, { recursive: true, force: true });

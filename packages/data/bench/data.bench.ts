@@ -4,15 +4,19 @@
  *    (numpy memmap + per-row slices, python3, same shards, same machine) run in the same script;
  *  - prepare() MB/s with a byte-level tokenizer, in-thread vs 1 and 2 worker threads, and with the
  *    Llama 2 tokenizer (when @tinyllama/tokenizer is installed), 1 vs 2 workers.
- * Run: ./node_modules/.bin/bun packages/data/bench/data.bench.ts
+ * Run: ./node_modules/.bin/bun packages/data/bench/data.bench.ts   (BENCH_QUICK=1: 100 batches, 6 MB for prepare)
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DataLoader, prepare, writeShard } from "@tinyllama/data";
+import { benchQuick, peerMissing, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "tl-data-bench-"));
-const B = 16, T = 1024, BATCHES = 400;
+const quick = benchQuick();
+const B = 16, T = 1024, BATCHES = quick ? 100 : 400;
+const PREPARE_BYTES = quick ? 6e6 : 24e6;
+const scoreRows: BenchRow[] = [];
 try {
   // 4 shards x 8M tokens
   const shard = new Uint16Array(8_000_000);
@@ -53,10 +57,21 @@ print(best, np.__version__)
     `  DataLoader random batches   ${M(ours)} tokens/s` +
       (peer ? `; nanoGPT-style numpy ${npVersion} memmap get_batch ${M(Number(peer))} tokens/s -> ${(ours / Number(peer)).toFixed(2)}x` : ` (numpy peer unavailable: ${r.stderr.toString().trim().split("\n").pop()})`),
   );
+  scoreRows.push({
+    component: "data",
+    case: `DataLoader random batches B=${B} T=${T}, uint16 shards, best of 5`,
+    unit: "Mtok/s",
+    ours: ours / 1e6,
+    peer: peer ? Number(peer) / 1e6 : null,
+    peerName: `nanoGPT get_batch (numpy${npVersion ? ` ${npVersion}` : ""} memmap + np.stack), python3`,
+    higherIsBetter: true,
+    gbs: (ours * 6) / 1e9, // 2 bytes read, 4 written per token
+    ...(peer ? {} : { peerMissing: peerMissing("numpy", `${r.stderr.toString().trim().split("\n").pop()} (apt-get install python3-numpy)`) }),
+  });
 
   // prepare: ~24 MB of jsonl through a byte-level tokenizer
   const docs: string[] = [];
-  for (let i = 0, size = 0; size < 24e6; i++) {
+  for (let i = 0, size = 0; size < PREPARE_BYTES; i++) {
     const text = `Document ${i}: ` + "the quick brown fox jumps over the lazy dog. ".repeat(5 + (i % 40));
     docs.push(JSON.stringify({ text }));
     size += text.length;
@@ -72,6 +87,16 @@ print(best, np.__version__)
   console.log(
     `  prepare (byte tokenizer)     in-thread ${mbps[0]!.toFixed(1)} MB/s, 1 worker ${mbps[1]!.toFixed(1)} MB/s, 2 workers ${mbps[2]!.toFixed(1)} MB/s -> ${(mbps[2]! / mbps[0]!).toFixed(2)}x in-thread`,
   );
+  scoreRows.push({
+    component: "data",
+    case: `prepare jsonl -> shards, byte tokenizer, 2 workers (${(PREPARE_BYTES / 1e6).toFixed(0)} MB)`,
+    unit: "MB/s",
+    ours: mbps[2]!,
+    peer: null,
+    peerName: null,
+    higherIsBetter: true,
+    note: `in-thread ${mbps[0]!.toFixed(1)} MB/s, 1 worker ${mbps[1]!.toFixed(1)} MB/s`,
+  });
 
   // the real Llama 2 tokenizer (tools/prepare.ts's adapter over @tinyllama/tokenizer), when installed
   let installed = true;
@@ -91,7 +116,18 @@ print(best, np.__version__)
       rate[threads] = meta.inputs.bytes / 1e6 / ((performance.now() - t0) / 1000);
     }
     console.log(`  prepare (Llama 2 tokenizer)  1 worker ${rate[1]!.toFixed(2)} MB/s, 2 workers ${rate[2]!.toFixed(2)} MB/s -> ${(rate[2]! / rate[1]!).toFixed(2)}x`);
+    scoreRows.push({
+      component: "data",
+      case: "prepare jsonl -> shards, Llama 2 tokenizer, 2 workers",
+      unit: "MB/s",
+      ours: rate[2]!,
+      peer: null,
+      peerName: null,
+      higherIsBetter: true,
+      note: `1 worker ${rate[1]!.toFixed(2)} MB/s`,
+    });
   } else console.log("  prepare (Llama 2 tokenizer)  skipped: @tinyllama/tokenizer is not installed");
+  reportRows(scoreRows);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

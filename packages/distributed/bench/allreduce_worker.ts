@@ -4,12 +4,15 @@
  * the same buffer, alternating the two so machine noise hits both alike. Rank 0 prints a table.
  */
 import { MpiCommunicator } from "@tinyllama/distributed";
+import { benchQuick, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 
 const comm = MpiCommunicator.open();
 const W = comm.worldSize;
-const sizesMB = (process.env.BENCH_SIZES_MB ?? "1,16,64").split(",").map(Number);
-const bucketsMB = (process.env.BENCH_BUCKETS_MB ?? "16,4").split(",").map(Number);
-const reps = Number(process.env.BENCH_REPS ?? 5);
+const quick = benchQuick(); // 1 and 16 MiB buffers, 4 MiB buckets, best of 3
+const sizesMB = (process.env.BENCH_SIZES_MB ?? (quick ? "1,16" : "1,16,64")).split(",").map(Number);
+const bucketsMB = (process.env.BENCH_BUCKETS_MB ?? (quick ? "4" : "16,4")).split(",").map(Number);
+const reps = Number(process.env.BENCH_REPS ?? (quick ? 3 : 5));
+const scoreRows: BenchRow[] = [];
 
 function best(f: () => void): number {
   let t = Infinity;
@@ -37,6 +40,16 @@ for (const mb of sizesMB) {
       for (let s = 0; s < buf.length; s += per) comm.allReduceBlocking(buf.subarray(s, Math.min(s + per, buf.length)), "mean");
     });
     const busBw = (t: number) => ((2 * (W - 1)) / W) * (bytes / t) / 1e9; // ring all-reduce bus bandwidth
+    scoreRows.push({
+      component: "distributed",
+      case: `all-reduce mean f32 ${mb} MiB over ${W} ranks, ${bmb} MiB buckets (bus bandwidth, best of ${reps})`,
+      unit: "GB/s",
+      ours: busBw(ours),
+      peer: busBw(peer),
+      peerName: "MPI_Allreduce, blocking, one call (OpenMPI, shared memory)",
+      higherIsBetter: true,
+      note: `MPI_Allreduce per bucket ${busBw(peerBucketed).toFixed(2)} GB/s`,
+    });
     rows.push(
       `| ${mb} MiB | ${bmb} MiB | ${(ours * 1e3).toFixed(2)} ms | ${busBw(ours).toFixed(2)} GB/s | ${(peer * 1e3).toFixed(2)} ms | ${busBw(peer).toFixed(2)} GB/s | ${(peer / ours).toFixed(2)} | ${(peerBucketed * 1e3).toFixed(2)} ms | ${(peerBucketed / ours).toFixed(2)} |`,
     );
@@ -47,5 +60,6 @@ if (comm.rank === 0) {
   console.log("| buffer | bucket | allReduce (ours) | bus BW | MPI_Allreduce (blocking, 1 call) | bus BW | speed ratio ours/peer | MPI_Allreduce per bucket (blocking) | speed ratio ours/that |");
   console.log("|---|---|---|---|---|---|---|---|---|");
   for (const r of rows) console.log(r);
+  reportRows(scoreRows);
 }
 comm.close();

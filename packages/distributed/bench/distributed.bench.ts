@@ -5,10 +5,12 @@
  */
 import { join } from "node:path";
 import { buildMpiShim } from "@tinyllama/distributed";
+import { peerMissing } from "../../../tools/bench/harness.ts";
 
 const mpirun = Bun.which("mpirun");
 if (!mpirun) {
-  console.log("mpirun not found: apt-get install openmpi-bin libopenmpi-dev");
+  // No row: without MPI there is neither our all-reduce nor the peer to measure.
+  peerMissing("OpenMPI", "mpirun not found, nothing to measure (apt-get install openmpi-bin libopenmpi-dev)");
   process.exit(0);
 }
 buildMpiShim();

@@ -4,6 +4,7 @@
  *   bun run bench matmul                                   # every shape
  *   bun packages/kernels/bench/matmul.bench.ts 15M         # rows whose preset/layer/op contains "15M"
  *   BENCH_ROUNDS=3 BENCH_THREADS=2 bun run bench matmul    # fewer rounds, explicit thread count
+ *   BENCH_QUICK=1 bun run bench matmul                     # 3 rounds, 15M and decode rows only
  *
  * Shapes are the Linear layers of the 15M preset (N = B*T = 8*256 = 2048) and of TinyLlama 1.1B
  * (N = 512 to keep the run short), each as forward, dinp (dout @ W, NN) and dweight (dout^T @ inp, TN),
@@ -13,7 +14,9 @@
  * would show when other jobs share the cores. OPENBLAS_LIB=none runs ours only.
  */
 import { getBackend, matmulBackward, matmulForward, type Tensor } from "@tinyllama/kernels";
-import { benchWaitPolicy, cpuModel, geomean, interleaved, markdownTable } from "../../../tools/bench/harness.ts";
+import {
+  benchQuick, benchWaitPolicy, cpuModel, geomean, interleaved, markdownTable, peerMissing, reportRows, type BenchRow,
+} from "../../../tools/bench/harness.ts";
 import { CblasNoTrans, CblasTrans, OPENBLAS_MISSING, loadOpenBlas } from "../../../tools/bench/openblas.ts";
 
 interface Layer {
@@ -49,7 +52,9 @@ const cases: { layer: Layer; op: Op }[] = [
   ...layers("15M", P15, P15.N).flatMap((layer) => TRAINING.map((op) => ({ layer, op }))),
   ...layers("1.1B", P11, P11.N).flatMap((layer) => TRAINING.map((op) => ({ layer, op }))),
   ...DECODE.map((layer) => ({ layer, op: "decode" as Op })),
-].filter(({ layer, op }) => filters.length === 0 || filters.some((f) => `${layer.preset} ${layer.name} ${op}`.toLowerCase().includes(f)));
+].filter(({ layer, op }) => filters.length === 0 || filters.some((f) => `${layer.preset} ${layer.name} ${op}`.toLowerCase().includes(f)))
+  // Quick: the 1.1B training products take most of the full run's minutes.
+  .filter(({ layer, op }) => !benchQuick() || layer.preset !== "1.1B" || op === "decode");
 
 const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp
 const be = getBackend();
@@ -62,6 +67,8 @@ console.log(`date: ${new Date().toISOString()}`);
 console.log(`cpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}`);
 console.log(`ours: ${be.buildInfo}`);
 console.log(blas ? `peer: ${blas.config} (core ${blas.corename}) from ${blas.path}` : OPENBLAS_MISSING);
+const blasMissing = blas ? undefined : peerMissing("OpenBLAS", "apt-get install libopenblas0-pthread (or OPENBLAS_LIB names no loadable file)");
+const peerName = blas ? `OpenBLAS ${blas.config.split(" ")[1] ?? ""} (${blas.corename}), ${threads} threads` : "OpenBLAS";
 console.log("");
 
 /** Fills with a cheap deterministic pattern in [-1, 1): randn over 65M floats would dominate the run. */
@@ -88,6 +95,7 @@ function relDiff(a: Float32Array, b: Float32Array): number {
 }
 
 const rows: string[][] = [];
+const scoreRows: BenchRow[] = [];
 const ratios = new Map<string, { median: number[]; best: number[] }>();
 const problems: string[] = [];
 
@@ -152,6 +160,21 @@ for (const { layer, op } of cases) {
     bestRatio === null ? "-" : `${bestRatio.toFixed(2)}x`,
   ];
   rows.push(row);
+  scoreRows.push({
+    component: "matmul",
+    case: `${layer.preset} ${layer.name} ${op} ${gemmShape}`,
+    unit: "GFLOP/s",
+    ours: gf(t.ours),
+    peer: t.peer === null ? null : gf(t.peer),
+    peerName: op === "decode" ? `${peerName}, cblas_sgemv` : `${peerName}, cblas_sgemm`,
+    higherIsBetter: true,
+    target: 1.0,
+    gflops: gf(t.ours),
+    // A matrix-vector product streams the weights once: memory-bound, so its bandwidth is the figure to compare.
+    ...(op === "decode" ? { gbs: (4 * OC * C) / t.ours / 1e9 } : {}),
+    ...(bestRatio === null ? {} : { note: `best/best ${bestRatio.toFixed(2)}x` }),
+    ...(blasMissing ? { peerMissing: blasMissing } : {}),
+  });
   process.stderr.write(`  ${row.join("  ")}\n`); // progress; the table goes to stdout at the end
 
   for (const tensor of [inp, weight, dout, outOurs, outPeer]) tensor.buffer.free();
@@ -169,5 +192,6 @@ if (ratios.size > 0) {
         `best/best geomean ${geomean(best).toFixed(2)}x (min ${Math.min(...best).toFixed(2)}x) over ${rs.length} rows`,
     );
 }
+reportRows(scoreRows);
 for (const p of problems) console.error(`WARNING ${p}`);
 if (problems.length) process.exit(1);

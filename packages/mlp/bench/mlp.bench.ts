@@ -8,8 +8,8 @@
  */
 import { getBackend } from "@tinyllama/kernels";
 import { MlpBlock } from "@tinyllama/mlp";
-import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { benchWaitPolicy, cpuModel, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer, torchScoreRow, type PairTiming } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp; the PyTorch child gets the same
@@ -17,6 +17,9 @@ const be = getBackend();
 be.threads = threads;
 console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}\nours: ${be.buildInfo}`);
 const peer = await startTorchPeer(threads);
+const scoreRows: BenchRow[] = [];
+const scoreRow = (what: string, t: PairTiming, work: number): BenchRow =>
+  torchScoreRow(peer, threads, t, { component: "mlp", case: what, unit: "GFLOP/s", flops: work });
 const filters = process.argv.slice(2).map((s) => s.toLowerCase());
 
 const shapes = [
@@ -38,7 +41,9 @@ for (const { name, B, T, dim, hiddenDim } of shapes) {
   console.log(`\nSwiGLU block fwd+bwd ${name} (B=${B} T=${T} C=${dim} H=${hiddenDim})\n  ours:    ${gf(t.ours)}`);
   if (t.peer !== null) console.log(`  pytorch: ${gf(t.peer)}`);
   console.log(ratioLine(t));
+  scoreRows.push(scoreRow(`SwiGLU block fwd+bwd, ${name} (B=${B} T=${T} C=${dim} H=${hiddenDim})`, t, flops));
   mlp.free();
   for (const b of [x, out, dout, dx]) b.buffer.free();
 }
+reportRows(scoreRows);
 peer?.close();

@@ -6,8 +6,8 @@
  *   bun packages/model/bench/crossentropy.bench.ts
  */
 import { crossEntropy, getBackend } from "@tinyllama/kernels";
-import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { benchWaitPolicy, cpuModel, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer, torchScoreRow, type PairTiming } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp; the PyTorch child gets the same
@@ -15,6 +15,9 @@ const be = getBackend();
 be.threads = threads;
 console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}\nours: ${be.buildInfo}`);
 const peer = await startTorchPeer(threads);
+const scoreRows: BenchRow[] = [];
+const scoreRow = (what: string, t: PairTiming, work: number): BenchRow =>
+  torchScoreRow(peer, threads, t, { component: "crossentropy", case: what, unit: "GB/s", bytes: work });
 
 const N = 2048, V = 32000;
 const logits = be.tensor([N, V]), losses = be.tensor([N]), targets = be.tensor([N], "i32");
@@ -29,6 +32,8 @@ const bytes = 2 * 4 * N * V;
 const gbs = (sec: number) => `${(bytes / sec / 1e9).toFixed(1)} GB/s (${(sec * 1e3).toFixed(1)} ms, ${((N * V) / sec / 1e9).toFixed(2)} Gexp/s)`;
 console.log(`\ncrossentropy fwd+bwd N=${N} V=${V}\n  ours:    ${gbs(t.ours)}`);
 if (t.peer !== null) console.log(`  pytorch: ${gbs(t.peer)}`);
-  console.log(ratioLine(t));
+console.log(ratioLine(t));
+scoreRows.push(scoreRow(`cross-entropy loss + dlogits in place, N=${N} V=${V}`, t, bytes));
+reportRows(scoreRows);
 peer?.close();
 for (const b of [logits, losses, targets]) b.buffer.free();

@@ -6,8 +6,8 @@
  *   bun packages/model/bench/rmsnorm.bench.ts
  */
 import { getBackend, rmsnormBackward, rmsnormForward } from "@tinyllama/kernels";
-import { benchWaitPolicy, cpuModel } from "../../../tools/bench/harness.ts";
-import { interleavedWithPeer, ratioLine, startTorchPeer } from "../../../tools/bench/torch_peer.ts";
+import { benchWaitPolicy, cpuModel, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
+import { interleavedWithPeer, ratioLine, startTorchPeer, torchScoreRow, type PairTiming } from "../../../tools/bench/torch_peer.ts";
 
 const threads = Number(process.env.BENCH_THREADS ?? 2);
 const waitPolicy = benchWaitPolicy(); // before getBackend() loads libgomp; the PyTorch child gets the same
@@ -15,6 +15,9 @@ const be = getBackend();
 be.threads = threads;
 console.log(`date: ${new Date().toISOString()}\ncpu: ${cpuModel()}, threads: ${threads}, OpenMP wait policy: ${waitPolicy}\nours: ${be.buildInfo}`);
 const peer = await startTorchPeer(threads);
+const scoreRows: BenchRow[] = [];
+const scoreRow = (what: string, t: PairTiming, work: number): BenchRow =>
+  torchScoreRow(peer, threads, t, { component: "rmsnorm", case: what, unit: "GB/s", bytes: work });
 
 const shapes = [
   { name: "15M (B*T=2048, C=288)", N: 2048, C: 288 },
@@ -36,6 +39,8 @@ for (const { name, N, C } of shapes) {
   console.log(`\nrmsnorm fwd+bwd ${name}\n  ours:    ${gbs(t.ours)}`);
   if (t.peer !== null) console.log(`  pytorch: ${gbs(t.peer)}`);
   console.log(ratioLine(t));
+  scoreRows.push(scoreRow(`RMSNorm fwd+bwd, ${name}`, t, bytes));
   for (const b of [x, w, out, rstd, dout, dinp, dw]) b.buffer.free();
 }
+reportRows(scoreRows);
 peer?.close();

@@ -2,14 +2,17 @@
  * AdamW and gradient-norm throughput: the fused kernel against the machine's memcpy bandwidth
  * (tl_copy, same run) and against PyTorch's torch.optim.AdamW / vector_norm on the same number of
  * parameters (python3 + torch, same machine, same thread count). Run:
- *   ./node_modules/.bin/bun packages/optimizer/bench/optimizer.bench.ts [millions of params, default 16]
+ *   ./node_modules/.bin/bun packages/optimizer/bench/optimizer.bench.ts [millions of params, default 16; BENCH_QUICK=1: 4]
+ * Threads: $BENCH_THREADS, else the backend's default ($TINYLLAMA_THREADS or all cores).
  */
 import { adamwStep, getBackend, sumsq } from "@tinyllama/kernels";
 import { randn, mulberry32 } from "@tinyllama/testing";
+import { benchQuick, peerMissing, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 
-const N = Math.round(Number(process.argv[2] ?? 16) * 1e6);
-const REPS = 15;
+const N = Math.round(Number(process.argv[2] ?? (benchQuick() ? 4 : 16)) * 1e6);
+const REPS = benchQuick() ? 7 : 15;
 const be = getBackend();
+if (process.env.BENCH_THREADS) be.threads = Number(process.env.BENCH_THREADS);
 const threads = be.threads;
 
 /** Best of REPS runs, in ms: on a shared machine the minimum is the least disturbed measurement (medians printed too). */
@@ -58,14 +61,15 @@ def clip_and_step():
 print(adam, best(lambda: torch.linalg.vector_norm(p.grad)), best(clip_and_step), torch.__version__)
 `;
 let peer: { adam: number; norm: number; clipStep: number; version: string } | null = null;
+let missing: string | undefined;
 try {
   const r = Bun.spawnSync(["/usr/bin/python3", "-c", py], { stdout: "pipe", stderr: "pipe" });
   if (r.exitCode === 0) {
     const [a, n, c, ver] = r.stdout.toString().trim().split(/\s+/);
     peer = { adam: Number(a), norm: Number(n), clipStep: Number(c), version: ver! };
-  } else console.log(`(PyTorch peer unavailable: ${r.stderr.toString().trim().split("\n").pop()})`);
+  } else missing = peerMissing("PyTorch", `${r.stderr.toString().trim().split("\n").pop()} (apt-get install python3-torch libopenblas0-pthread)`);
 } catch (e) {
-  console.log(`(PyTorch peer unavailable: ${e})`);
+  missing = peerMissing("PyTorch", `${e} (apt-get install python3-torch libopenblas0-pthread)`);
 }
 
 const f = (x: number) => x.toFixed(2);
@@ -74,4 +78,17 @@ console.log(`  memcpy (tl_copy)      ${f(tCopy)} ms [${f(medians.copy!)}]  ${f(b
 console.log(`  tl_adamw_step         ${f(tAdam)} ms [${f(medians.adam!)}]  ${f(bwAdam)} GB/s  = ${f(bwAdam / bwCopy)} x memcpy` + (peer ? `; torch ${peer.version} AdamW.step ${f(peer.adam)} ms -> ${f(peer.adam / tAdam)}x faster` : ""));
 console.log(`  tl_sumsq (grad norm)  ${f(tNorm)} ms [${f(medians.norm!)}]  ${f(bwNorm)} GB/s  = ${f(bwNorm / bwCopy)} x memcpy` + (peer ? `; torch vector_norm (f32) ${f(peer.norm)} ms -> ${f(peer.norm / tNorm)}x faster` : ""));
 if (peer) console.log(`  clip+step             ${f(tAdam + tNorm)} ms (norm + fused step, clip factor carried as gradScale); torch clip_grad_norm_ + step ${f(peer.clipStep)} ms -> ${f(peer.clipStep / (tAdam + tNorm))}x faster`);
+const torchName = (what: string): string => `PyTorch ${peer?.version ?? ""} ${what}, ${threads} threads`.replace("  ", " ");
+const common = { component: "optimizer", unit: "ms", higherIsBetter: false, ...(missing ? { peerMissing: missing } : {}) } as const;
+const scoreRows: BenchRow[] = [
+  { ...common, case: `AdamW step, ${N / 1e6}M fp32 params, best of ${REPS}`, ours: tAdam, peer: peer?.adam ?? null,
+    peerName: torchName("torch.optim.AdamW.step (faster of foreach on/off)"), gbs: bwAdam,
+    note: `${f(bwAdam / bwCopy)}x the GB/s of tl_copy (${f(bwCopy)} GB/s) in this run; GB/s = 28 bytes/param` },
+  { ...common, case: `gradient global norm (sumsq), ${N / 1e6}M, best of ${REPS}`, ours: tNorm, peer: peer?.norm ?? null,
+    peerName: torchName("torch.linalg.vector_norm (f32)"), gbs: bwNorm },
+  { ...common, case: `clip 1.0 + AdamW step, ${N / 1e6}M, best of ${REPS}`, ours: tAdam + tNorm, peer: peer?.clipStep ?? null,
+    peerName: torchName("clip_grad_norm_ + AdamW.step (foreach)"), gbs: (32 * N) / ((tAdam + tNorm) / 1e3) / GB,
+    note: "ours: norm + fused step, clip factor carried as gradScale" },
+];
+reportRows(scoreRows);
 for (const t of [p, g, m, v, dst]) t.buffer.free();

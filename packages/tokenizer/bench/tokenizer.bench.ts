@@ -3,6 +3,7 @@
 // spm_train. Ratios are what we quote; absolute numbers drift with machine load.
 //
 //   bun packages/tokenizer/bench/tokenizer.bench.ts [--sentences N] [--no-train]
+//   BENCH_QUICK=1: the first 20000 sentences (about a fifth), unless --sentences says otherwise.
 import { Tokenizer as HFTokenizer } from "@huggingface/tokenizers";
 import lt from "llama-tokenizer-js";
 import corpus from "nlp-corpus";
@@ -12,6 +13,7 @@ import { tmpdir } from "node:os";
 import { Worker } from "node:worker_threads";
 import { Tokenizer, trainBpe } from "@tinyllama/tokenizer";
 import { ParallelTokenizer } from "@tinyllama/tokenizer/parallel";
+import { benchQuick, peerMissing, reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 
 const args = process.argv.slice(2);
 const arg = (name: string): string | undefined => {
@@ -19,7 +21,7 @@ const arg = (name: string): string | undefined => {
   return i >= 0 ? args[i + 1] : undefined;
 };
 const all = corpus.all();
-const sentences = all.slice(0, Number(arg("--sentences") ?? all.length));
+const sentences = all.slice(0, Number(arg("--sentences") ?? (benchQuick() ? 20000 : all.length)));
 const warm = sentences.slice(0, 1000);
 const bytes = sentences.reduce((n, s) => n + Buffer.byteLength(s), 0);
 const MB = bytes / 1e6;
@@ -28,6 +30,9 @@ const spmModel = new URL("../test/fixtures/spm-bpe4096.model", import.meta.url).
 const python = "/usr/bin/python3";
 const hasSpm = spawnSync(python, ["-c", "import sentencepiece"]).status === 0;
 const SKIP_SPM = "skipped: install python3-sentencepiece (apt-get install python3-sentencepiece) for the SentencePiece peer";
+const spmMissing = hasSpm ? undefined : peerMissing("SentencePiece", "python3-sentencepiece not installed (apt-get install python3-sentencepiece sentencepiece)");
+const scoreRows: BenchRow[] = [];
+const corpusName = `nlp-corpus ${sentences.length} sentences, ${MB.toFixed(1)} MB`;
 
 console.log(`tokenizer bench: ${sentences.length} nlp-corpus sentences, ${MB.toFixed(2)} MB, ${navigator.hardwareConcurrency} cores`);
 
@@ -96,6 +101,12 @@ row("ours, 1 thread", ours1.mbs);
 row("ours, encodeFile on 2 worker threads", ours2);
 row("@huggingface/tokenizers 0.2.0 (our tokenizer.json)", hfR.mbs, ours1.mbs, 10);
 row("llama-tokenizer-js 1.2.2", ltR.mbs, ours1.mbs, 5);
+scoreRows.push(
+  { component: "tokenizer", case: `encode, Llama 2 vocab, 1 thread (${corpusName})`, unit: "MB/s", ours: ours1.mbs, peer: hfR.mbs,
+    peerName: "@huggingface/tokenizers 0.2.0 (our tokenizer.json)", higherIsBetter: true, target: 10 },
+  { component: "tokenizer", case: `encode, Llama 2 vocab, 1 thread (${corpusName})`, unit: "MB/s", ours: ours1.mbs, peer: ltR.mbs,
+    peerName: "llama-tokenizer-js 1.2.2", higherIsBetter: true, target: 5 },
+);
 if (hfR.tokens !== ours1.tokens || ltR.tokens !== ours1.tokens) console.log(`  WARNING: token counts differ: ours ${ours1.tokens}, hf ${hfR.tokens}, lt ${ltR.tokens}`);
 
 // 2. a 4096-piece BPE model trained by spm_train, vs SentencePiece's C++ encoder (batch call)
@@ -112,15 +123,29 @@ if (hasSpm) {
     const r = spawnSync(python, [`${root}tools/bench/tokenizer_spm.py`, "encode", spmModel, `${dir}/corpus.jsonl`, String(threads)], { encoding: "utf8" });
     if (r.status !== 0) {
       console.log(`  SentencePiece failed: ${r.stderr}`);
+      scoreRows.push({ component: "tokenizer", case: `encode, 4096-piece BPE, ${threads} thread${threads > 1 ? "s" : ""} each`, unit: "MB/s",
+        ours: threads === 1 ? s1.mbs : s2, peer: null, peerName: "SentencePiece C++ (python3-sentencepiece), batch encode", higherIsBetter: true,
+        target: 0.5, peerMissing: `SentencePiece failed: ${r.stderr.trim().split("\n").pop()}` });
       continue;
     }
     const res = JSON.parse(r.stdout) as { seconds: number; bytes: number; tokens: number };
     const mbs = res.bytes / 1e6 / res.seconds;
     const ours = threads === 1 ? s1.mbs : s2;
     row(`SentencePiece C++ batch encode, ${threads} thread${threads > 1 ? "s" : ""} (vs ours ${threads})`, mbs, ours, 0.5);
+    scoreRows.push({
+      component: "tokenizer", case: `encode, 4096-piece BPE, ${threads} thread${threads > 1 ? "s" : ""} each (${corpusName})`, unit: "MB/s",
+      ours, peer: mbs, peerName: `SentencePiece C++ (python3-sentencepiece), batch encode, num_threads=${threads}`, higherIsBetter: true, target: 0.5,
+      ...(threads > 1 ? { note: "ours: ParallelTokenizer.encodeFile on 2 worker threads" } : {}),
+    });
     if (res.tokens !== s1.tokens) console.log(`  WARNING: token counts differ: ours ${s1.tokens}, SentencePiece ${res.tokens}`);
   }
-} else console.log(`  SentencePiece: ${SKIP_SPM}`);
+} else {
+  console.log(`  SentencePiece: ${SKIP_SPM}`);
+  for (const threads of [1, 2])
+    scoreRows.push({ component: "tokenizer", case: `encode, 4096-piece BPE, ${threads} thread${threads > 1 ? "s" : ""} each (${corpusName})`, unit: "MB/s",
+      ours: threads === 1 ? s1.mbs : s2, peer: null, peerName: "SentencePiece C++ (python3-sentencepiece), batch encode", higherIsBetter: true,
+      target: 0.5, peerMissing: spmMissing! });
+}
 
 // 3. training a 4096-piece vocabulary on the corpus text
 if (!args.includes("--no-train")) {
@@ -139,6 +164,18 @@ if (!args.includes("--no-train")) {
       const spmTrained = Tokenizer.fromFile(`${dir}/spm.model`);
       console.log(`  spm_train --model_type=bpe (2 threads)        ${spmS.toFixed(2).padStart(7)} s   ${compression(spmTrained).toFixed(4)} bytes/token`);
       console.log(`  ours / spm_train time: ${(oursS / spmS).toFixed(2)}x  (target <= 2x: ${oursS / spmS <= 2 ? "met" : "MISSED"})`);
-    } else console.log(`  spm_train failed: ${r.stderr}`);
-  } else console.log(`  spm_train: ${SKIP_SPM}`);
+      scoreRows.push({ component: "tokenizer", case: `train a 4096-piece BPE vocabulary (${corpusName})`, unit: "s", ours: oursS, peer: spmS,
+        peerName: "spm_train --model_type=bpe, num_threads=2 (python3-sentencepiece)", higherIsBetter: false, target: 0.5,
+        note: `target: at most 2x spm_train's time; bytes/token ${compression(trained).toFixed(4)} ours, ${compression(spmTrained).toFixed(4)} spm_train` });
+    } else {
+      console.log(`  spm_train failed: ${r.stderr}`);
+      scoreRows.push({ component: "tokenizer", case: `train a 4096-piece BPE vocabulary (${corpusName})`, unit: "s", ours: oursS, peer: null,
+        peerName: "spm_train --model_type=bpe", higherIsBetter: false, target: 0.5, peerMissing: `spm_train failed: ${r.stderr.trim().split("\n").pop()}` });
+    }
+  } else {
+    console.log(`  spm_train: ${SKIP_SPM}`);
+    scoreRows.push({ component: "tokenizer", case: `train a 4096-piece BPE vocabulary (${corpusName})`, unit: "s", ours: oursS, peer: null,
+      peerName: "spm_train --model_type=bpe", higherIsBetter: false, target: 0.5, peerMissing: spmMissing! });
+  }
 }
+reportRows(scoreRows);
