@@ -10,7 +10,8 @@
  *   the fp32 activations. Rows are grouped by 4 (one activation load serves 4 rows) from C >= 1024
  *   on, like matmul.c's gemv: the accumulation order mirrors matmul.c's N == 1 path on purpose, so
  *   today the results are the fp32 kernel's bits on rounded weights (tests only rely on a tolerance).
- *   Threads split the rows statically; every output element is one thread's fixed-order dot product.
+ *   Threads take chunks of rows (dynamic, see gemv_wbf16); every output element is one thread's
+ *   fixed-order dot product, so the result does not depend on the split.
  *
  *   Larger N (prefill) is compute bound: a packed GEMM on matmul_microkernel.h's register tile, where
  *   packing B (weight^T slivers, KC x NR) widens bf16 to fp32. For each KC slice, the thread's rows
@@ -18,9 +19,14 @@
  *   buffer and immediately used by every MR-row tile: the weights stream once per MC rows of tokens.
  *   Same KC blocking and k order as matmul.c. Threads own disjoint tiles of C (a tm x tn grid).
  *
- * Why not AVX512_BF16 (vdpbf16ps) here: it needs the activations rounded to bf16 too. Decode is
- * memory bound, so widening the weights costs nothing measurable; for prefill the measured choice is
- * in packages/kernels/README.md (bf16 section).
+ * Why not AVX512_BF16 (vdpbf16ps), measured on this Zen 5 box (2 threads, shared): it needs both
+ * operands in bf16. For decode we tried splitting each activation into hi + lo bf16 (x to ~2^-17, two
+ * dot instructions per 32 weights): 0.85-1.05x of this widening path at the 1.1B shapes (memory bound
+ * either way) and 0.26x at the 15M LM head (C = 288), with results 2.4e-6 away; so decode widens the
+ * weights and keeps the activations exact. For prefill vdpbf16ps peaks at ~2x the fp32 FMA rate
+ * (200 vs 110 GFLOP/s per core), but only with the activations rounded to bf16 (8 bits; llama.cpp
+ * rounds them to f16 for F16 weights): not done here, so prefill runs at the fp32 GEMM's speed with
+ * the fp32 GEMM's numerics on the rounded weights.
  */
 #include "common.h"
 #include "matmul_microkernel.h"
@@ -111,7 +117,11 @@ static void gemv_wbf16(float *out, const float *inp, const uint16_t *weight, int
 #ifdef WBF16_AVX512
   if (C >= 1024) {
     const int groups = ceil_div(OC, 4);
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+    /* Dynamic chunks of 16 groups, as in matmul.c's gemv: rows are independent and each output is
+     * one thread's fixed-order dot product, so results are bit-identical for any split, and a thread
+     * the OS deschedules on a shared machine no longer stalls the whole product (a static split made
+     * 1.1B decode swing 0.58x-1.83x against llama.cpp across runs; BENCHMARKS.md). */
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 16)
     for (int gi = 0; gi < groups; gi++) {
       const int o = gi * 4, n4 = OC - o < 4 ? OC - o : 4;
       const uint16_t *w[4];
@@ -125,7 +135,7 @@ static void gemv_wbf16(float *out, const float *inp, const uint16_t *weight, int
     return;
   }
 #endif
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
+#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 64)
   for (int o = 0; o < OC; o++) {
     const uint16_t *w = weight + (int64_t)o * C;
     for (int n = 0; n < N; n++) out[(int64_t)n * OC + o] = dot1(inp + (int64_t)n * C, w, C);

@@ -11,6 +11,8 @@ import {
 } from "@tinyllama/kernels";
 import { mulberry32, randn, relErr } from "@tinyllama/testing";
 
+// The first test of a build compiles the kernel library (tens of seconds on a busy machine).
+const BUILD_TIMEOUT = 300_000;
 const BUILDS: [string, () => Backend][] = [
   ["native", () => getBackend()],
   ["AVX2 x86-64-v3", () => openBackend({ device: "cpu", arch: "x86-64-v3" })],
@@ -61,7 +63,7 @@ for (const [name, open] of BUILDS) {
         if (C > 16) expect(relErr(got, reference(x, w, N, C, OC))).toBeGreaterThan(1e-4);
         for (const t of [inp, wb, wf, out, want]) t.buffer.free();
       }
-    });
+    }, BUILD_TIMEOUT);
 
     test("is deterministic across thread counts (1 vs 2 threads, bit for bit)", () => {
       const be = open();
@@ -81,7 +83,7 @@ for (const [name, open] of BUILDS) {
       be.threads = before;
       expect(Array.from(runs[2]!)).toEqual(Array.from(runs[0]!));
       expect(Array.from(runs[3]!)).toEqual(Array.from(runs[1]!));
-    });
+    }, BUILD_TIMEOUT);
   });
 }
 
@@ -105,7 +107,7 @@ describe("matmul_forward_wbf16 misuse", () => {
     expect(() => matmulForwardWbf16(out, inp, dead)).toThrow(/freed/);
     const other = openBackend({ device: "cpu", arch: "x86-64" });
     expect(() => matmulForwardWbf16(out, inp, other.tensor([4, 8], "bf16"))).toThrow(/another backend/);
-  });
+  }, BUILD_TIMEOUT);
   test("the C kernel rejects NULL pointers and non-positive sizes with an error code", () => {
     const lib = be.lib;
     expect(lib.tl_matmul_forward_wbf16(null, inp.ptr(), w.ptr(), 2, 8, 4)).toBe(1);
