@@ -54,7 +54,7 @@ export class InferenceWeights implements DecoderWeights {
     return parameterSpecs(cfg).map((s) => (isLinearWeight(s.name) ? { ...s, dtype: linear } : s));
   }
 
-  /** Bytes the weights take (arena, alignment included), without allocating: e.g. 2.25 GB for 1.1B in bf16. */
+  /** Bytes the weights take (arena, alignment included), without allocating: e.g. 2.33 GB for 1.1B in bf16 (4.40 GB in f32). */
   static bytes(cfg: ModelConfig, linear: WeightDtype): number {
     return Arena.plan(InferenceWeights.specs(cfg, linear)).bytes;
   }
