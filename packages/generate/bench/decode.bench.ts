@@ -138,7 +138,8 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length
 const nlc: NodeLlamaCpp = await import("node-llama-cpp");
 const llama = await nlc.getLlama({ gpu: false, build: "never", logLevel: nlc.LlamaLogLevel.error });
 const dir = mkdtempSync(join(tmpdir(), "decode-bench-"));
-const release = llama.llamaCppRelease.release;
+// As node-llama-cpp reports its bundled build (repository @ tag).
+const release = `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`;
 const peerName = (gguf: string): string =>
   `llama.cpp ${release} (node-llama-cpp 3.21.1, CPU), ${gguf} GGUF, ${THREADS} threads, f16 KV cache, batch 512, no flash attention, no mmap`;
 console.log(`threads ${THREADS} (both); OpenMP waits: ${waitPolicy}; ours: ${be.buildInfo}; llama.cpp ${release}: node-llama-cpp 3.21.1 CPU, f16 KV cache (its default)`);
