@@ -16,12 +16,14 @@
  *                      CPU build, else f32)
  *  --profile           time every kernel of the decode steps and print a per-op table (ms per token,
  *                      share, GFLOP/s, GB/s) to stderr after generating
- * Sampling defaults to greedy (temperature 0); top-k 0 and top-p 1 are off; seed 0.
+ * Sampling defaults to greedy (temperature 0); top-k 0 and top-p 1 are off; seed 0. OpenMP threads wait
+ * passively (sleep) between kernels unless OMP_WAIT_POLICY is set.
  * Errors are one line on stderr, exit code 1 (2 for bad flags).
  */
 import { parseArgs } from "node:util";
 import { InferenceSession, generate, loadChatTemplate, loadModel, renderChat } from "@tinyllama/generate";
 import { openBackend, type Profiler } from "@tinyllama/kernels";
+import { setCEnv } from "./bench/harness.ts";
 
 const USAGE = `usage: bun run generate --model DIR|RUN_DIR (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
        [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--json] [--threads N]
@@ -86,6 +88,10 @@ async function main(argv: string[]): Promise<number> {
   const dtype = values.dtype ?? "f32";
   if (dtype !== "f32" && dtype !== "bf16" && dtype !== "auto") throw new UsageError(`--dtype must be f32, bf16 or auto, got ${JSON.stringify(dtype)}`);
 
+  // Passive OpenMP waits unless the user chose: a decode step is ~150 short parallel regions, and with
+  // libgomp's spinning waits a thread descheduled on a busy machine turned each into a scheduler tick
+  // (15M decode at 2 threads here: 4.5 tok/s spinning, 164 passive). Before openBackend loads libgomp.
+  if (process.env.OMP_WAIT_POLICY === undefined) setCEnv("OMP_WAIT_POLICY", "passive");
   const backend = openBackend(threads !== undefined ? { threads } : {});
   const { dir, model, tokenizer, weights } = loadModel(values.model, { backend, weights: dtype });
   try {
