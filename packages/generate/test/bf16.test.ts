@@ -102,6 +102,15 @@ describe("bf16 weight storage", () => {
     expect(x.ids).toEqual(expected.greedy);
   }, SLOW);
 
+  test("loss() (chunked LM head over the prompt) with bf16 weights = the rounded fp32 model's loss", () => {
+    const targets = Int32Array.from(batch, (t, i) => batch[(i + 1) % batch.length]!);
+    using a = InferenceSession.create(bf16, { B: 2 }), b = InferenceSession.create(rounded, { B: 2 }), c = InferenceSession.create(f32, { B: 2 });
+    const x = a.loss(batch, targets, 7), y = b.loss(batch, targets, 7), z = c.loss(batch, targets, 7);
+    expect(x.count).toBe(32);
+    expect(Math.abs(x.sum - y.sum) / Math.abs(y.sum)).toBeLessThan(1e-5);
+    expect(Math.abs(x.sum - z.sum) / Math.abs(z.sum)).toBeGreaterThan(1e-6); // the weights really are rounded
+  }, SLOW);
+
   test("the compiled decode plan is bit-identical to the checked path with bf16 weights", () => {
     const a = run(bf16, batch, 2, 16, 3, true), b = run(bf16, batch, 2, 16, 3, false);
     for (let j = 0; j < a.length; j++) expect([j, a[j]]).toEqual([j, b[j]]);
