@@ -1,6 +1,7 @@
 /**
  * `bun run generate --model DIR|RUN_DIR (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
- *    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--json] [--threads N]`
+ *    [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--json] [--threads N]
+ *    [--dtype f32|bf16|auto] [--profile]`
  *
  * Generates a continuation with the KV-cache InferenceSession of @tinyllama/generate, streaming text
  * to stdout as it is produced. DIR is a Hugging Face Llama directory (tokenizer files in it);
@@ -10,15 +11,23 @@
  *  --chat              TEXT becomes a user message rendered with the directory's chat_template
  *                      (tokenizer_config.json) or the built-in TinyLlama-Chat (Zephyr) template
  *  --json              the last line of output is {"ids": [...], "text": "...", "tokens_per_s": x}
- * Sampling defaults to greedy (temperature 0); top-k 0 and top-p 1 are off; seed 0.
+ *  --dtype             storage of the Linear weights: f32 (default; exact), bf16 (half the memory, faster
+ *                      decode on AVX-512 CPUs; embeddings and norms stay f32), auto (bf16 on an AVX-512
+ *                      CPU build, else f32)
+ *  --profile           time every kernel of the decode steps and print a per-op table (ms per token,
+ *                      share, GFLOP/s, GB/s) to stderr after generating
+ * Sampling defaults to greedy (temperature 0); top-k 0 and top-p 1 are off; seed 0. OpenMP threads wait
+ * passively (sleep) between kernels unless OMP_WAIT_POLICY is set.
  * Errors are one line on stderr, exit code 1 (2 for bad flags).
  */
 import { parseArgs } from "node:util";
 import { InferenceSession, generate, loadChatTemplate, loadModel, renderChat } from "@tinyllama/generate";
-import { openBackend } from "@tinyllama/kernels";
+import { openBackend, type Profiler } from "@tinyllama/kernels";
+import { setCEnv } from "./bench/harness.ts";
 
 const USAGE = `usage: bun run generate --model DIR|RUN_DIR (--prompt TEXT | --prompt-ids 1,2,3) [--max-new-tokens N]
-       [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--json] [--threads N]`;
+       [--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--json] [--threads N]
+       [--dtype f32|bf16|auto] [--profile]`;
 
 class UsageError extends Error {}
 
@@ -50,6 +59,8 @@ async function main(argv: string[]): Promise<number> {
         "top-p": { type: "string" },
         seed: { type: "string" },
         threads: { type: "string" },
+        dtype: { type: "string" },
+        profile: { type: "boolean" },
         chat: { type: "boolean" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -74,9 +85,15 @@ async function main(argv: string[]): Promise<number> {
   const seed = num("seed", values.seed, (x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32, "an integer in [0, 2^32)") ?? 0;
   const threads = num("threads", values.threads, (x) => Number.isInteger(x) && x >= 1, "an integer >= 1");
   const idsGiven = values["prompt-ids"] !== undefined ? parseIds(values["prompt-ids"]) : null;
+  const dtype = values.dtype ?? "f32";
+  if (dtype !== "f32" && dtype !== "bf16" && dtype !== "auto") throw new UsageError(`--dtype must be f32, bf16 or auto, got ${JSON.stringify(dtype)}`);
 
+  // Passive OpenMP waits unless the user chose: a decode step is ~150 short parallel regions, and with
+  // libgomp's spinning waits a thread descheduled on a busy machine turned each into a scheduler tick
+  // (15M decode at 2 threads here: 4.5 tok/s spinning, 164 passive). Before openBackend loads libgomp.
+  if (process.env.OMP_WAIT_POLICY === undefined) setCEnv("OMP_WAIT_POLICY", "passive");
   const backend = openBackend(threads !== undefined ? { threads } : {});
-  const { dir, model, tokenizer } = loadModel(values.model, backend);
+  const { dir, model, tokenizer, weights } = loadModel(values.model, { backend, weights: dtype });
   try {
     let prompt: number[];
     if (idsGiven) prompt = idsGiven;
@@ -98,17 +115,31 @@ async function main(argv: string[]): Promise<number> {
     if (prompt.length > ctx) throw new Error(`the prompt has ${prompt.length} tokens but the model's context is ${ctx}; shorten it`);
     const session = InferenceSession.create(model);
     try {
+      let profiler: Profiler | null = null;
       const r = generate(session, prompt, {
         maxNewTokens, temperature, topK, topP, seed, tokenizer,
         onToken: (_id, piece) => {
           if (piece) process.stdout.write(piece);
         },
+        // Only the decode steps are profiled: the prompt's prefill is batched work with another profile.
+        onPrefilled: values.profile ? () => void (profiler = backend.startProfile()) : undefined,
       });
+      if (values.profile) backend.stopProfile();
       process.stdout.write("\n");
       process.stderr.write(
         `${r.ids.length} tokens (${r.stop}) in ${(r.prefillSeconds + r.decodeSeconds).toFixed(3)} s: prefill ${r.promptTokens} tokens ` +
           `${(r.promptTokens / Math.max(r.prefillSeconds, 1e-9)).toFixed(1)} tok/s, ${r.tokensPerSecond.toFixed(2)} new tok/s\n`,
       );
+      if (profiler) {
+        const p: Profiler = profiler;
+        process.stderr.write(
+          r.steps === 0
+            ? "profile: no decode steps ran (generate at least 2 tokens)\n"
+            : `profile: ${r.steps} decode steps at batch 1 on ${backend.kind} (${backend.threads} threads), ${weights} weights: ` +
+                `${((r.decodeSeconds / r.steps) * 1000).toFixed(2)} ms/token (sampling included), ${(r.steps / r.decodeSeconds).toFixed(2)} tok/s\n\n` +
+                p.table(r.steps, r.decodeSeconds).replace("per step", "per token") + "\n",
+        );
+      }
       if (values.json) console.log(JSON.stringify({ ids: r.ids, text: r.text, tokens_per_s: r.tokensPerSecond }));
     } finally {
       session.free();

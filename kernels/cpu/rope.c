@@ -63,7 +63,10 @@ int tl_rope_forward(float *out, const float *inp, const float *cos_, const float
   int rc = check("tl_rope_forward", out, inp, cos_, sin_, B, T, NH, HD, pos0, maxT);
   if (rc) return rc;
   const int H2 = HD / 2;
-#pragma omp parallel for collapse(2) schedule(static)
+  /* A decode step rotates one row per sequence (NH*HD floats): waking the thread pool for it cost
+   * more than the rotation (and, on a busy machine, a scheduler tick). Each element is computed
+   * independently, so the result does not depend on the thread count either way. */
+#pragma omp parallel for collapse(2) schedule(static) if ((int64_t)B * T * NH * HD >= 16384)
   for (int b = 0; b < B; b++)
     for (int t = 0; t < T; t++) {
       const float *c = cos_ + (int64_t)(pos0 + t) * H2, *s = sin_ + (int64_t)(pos0 + t) * H2;

@@ -194,6 +194,13 @@ int tl_attention_backward_bf16(float *dq, float *dk, float *dv, const uint16_t *
 int tl_attention_decode(float *out, const float *q, const float *k_cache, const float *v_cache,
                         int B, int NH, int NKV, int HD, int maxT, int pos);
 
+/* ------------------------------------------- bf16 weight storage (inference) ---- */
+/* The Linear layer with weights STORED as bf16 (uint16_t, the upper half of an fp32) and fp32
+ * activations: out = inp @ float(weight)^T, fp32 accumulation, fp32 result. Widening bf16 is
+ * exact, so this is the fp32 matmul of the bf16-rounded weights at half the weight bytes.
+ * No bias (the Llama Linear layers have none). out (N,OC), inp (N,C) fp32; weight (OC,C) bf16. */
+int tl_matmul_forward_wbf16(float *out, const float *inp, const uint16_t *weight, int N, int C, int OC);
+
 #ifdef __cplusplus
 }
 #endif

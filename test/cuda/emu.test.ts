@@ -30,7 +30,7 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
       "tl_backend", "tl_embedding_forward", "tl_embedding_backward", "tl_rmsnorm_forward", "tl_rmsnorm_backward", "tl_rope_tables",
       "tl_rope_forward", "tl_rope_backward", "tl_attention_forward", "tl_attention_backward", "tl_attention_decode", "tl_swiglu_forward", "tl_swiglu_backward",
       "tl_add", "tl_accumulate", "tl_scale", "tl_crossentropy_forward_backward", "tl_sumsq", "tl_adamw_step", "tl_adamw_step_bf16",
-      "tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_matmul_forward", "tl_matmul_backward",
+      "tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_matmul_forward", "tl_matmul_backward", "tl_matmul_forward_wbf16",
     ]);
   }, 300_000);
 
@@ -288,5 +288,24 @@ describe.skipIf(!hasCxx)("CUDA kernels on the CPU emulator vs float64 references
     expect(relErr(rd(tdx), dx)).toBeLessThan(1e-6);
     expect(relErr(rd(tdw), dw)).toBeLessThan(1e-6);
     expect(relErr(rd(tdb), db)).toBeLessThan(1e-6);
+  });
+
+  test("matmul with bf16-stored weights (no cuBLASLt: its own kernel) and its bad arguments", () => {
+    for (const [N, C, OC] of [[1, 1, 1], [1, 70, 13], [3, 33, 9], [2, 300, 17]] as [number, number, number][]) {
+      const X = rnd(N * C, 60), W = rnd(OC * C, 61);
+      const WB = Uint16Array.from(W, (v) => new Uint32Array(new Float32Array([v]).buffer)[0]! >>> 16); // any bits will do
+      const ref = new Float64Array(N * OC);
+      for (let n = 0; n < N; n++)
+        for (let o = 0; o < OC; o++) {
+          let acc = 0;
+          for (let c = 0; c < C; c++) acc += X[n * C + c]! * new Float32Array(new Uint32Array([WB[o * C + c]! << 16]).buffer)[0]!;
+          ref[n * OC + o] = acc;
+        }
+      const out = be.tensor([N * OC]), x = put(be, X), w = put(be, WB);
+      ok("matmul_forward_wbf16", ops.tl_matmul_forward_wbf16(p(out), p(x), p(w), N, C, OC));
+      expect(relErr(rd(out), ref)).toBeLessThan(1e-6);
+      expect(ops.tl_matmul_forward_wbf16(p(out), p(x), p(w), 0, C, OC)).toBe(1);
+      expect(ops.tl_matmul_forward_wbf16(null, p(x), p(w), N, C, OC)).toBe(1);
+    }
   });
 });

@@ -336,4 +336,17 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       expectClose(res, F32, `bf16->fp32 matmul ${n}x${C}x${OC}`);
     }
   });
+
+  ptest("matmul with bf16-stored weights (fp32 activations and result)", ["tl_matmul_forward_wbf16"], false, () => {
+    const bits = (a: Float32Array) => Uint16Array.from(a, (v) => new Uint32Array(new Float32Array([v]).buffer)[0]! >>> 16);
+    for (const [n, C, OC] of [[1, 2048, 300], [4, 288, 768], [37, 64, 96], [3, 17, 5]] as [number, number, number][]) {
+      const X = rnd(n * C, 41), WB = bits(rnd(OC * C, 42));
+      const res = onBoth(["tl_matmul_forward_wbf16"], (be, ops) => {
+        const out = be.tensor([n, OC]);
+        ok(be, "matmul_forward_wbf16", ops.tl_matmul_forward_wbf16(p(out), p(put(be, X)), p(put(be, WB, [OC, C])), n, C, OC));
+        return { out };
+      });
+      expectClose(res, F32, `matmul_wbf16 ${n}x${C}x${OC}`);
+    }
+  });
 });

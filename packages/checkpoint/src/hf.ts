@@ -4,7 +4,7 @@
 import { copyFileSync, existsSync, readFileSync, statSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fromHfConfig, parameterShapes, toHfConfig, type ModelConfig } from "@tinyllama/config";
-import { readSafetensors, SafetensorsError, writeAtomic, writeSafetensors, type Dtype, type SafetensorsFile } from "./safetensors.ts";
+import { readSafetensors, SafetensorsError, writeAtomic, writeSafetensors, type Dtype, type SafetensorsFile, type SafetensorsTensor } from "./safetensors.ts";
 
 export type HfDtype = "float32" | "bfloat16" | "float16";
 
@@ -36,11 +36,29 @@ export function readHfWeights(dir: string): SafetensorsFile {
   throw new CheckpointError(`${dir}: no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not supported; re-save with safe_serialization=True)`);
 }
 
+/** A validated Hugging Face directory whose weights are still in their stored dtype (memory-mapped, nothing converted). */
+export interface HfCheckpointFile {
+  readonly config: ModelConfig;
+  /** Every weight as stored (F32, BF16 or F16), keyed by its Hugging Face name, in parameterShapes order. */
+  readonly tensors: Map<string, SafetensorsTensor>;
+  /** The dtype the weights were stored in (the widest, for mixed files). */
+  readonly dtype: HfDtype;
+}
+
 /**
  * Loads a Hugging Face Llama directory. The tensors must match `parameterShapes(config)` exactly: a wrong shape names
  * the tensor with the expected and found shapes; missing and unexpected tensors are reported together in one error.
  */
 export function loadHfCheckpoint(dir: string): HfCheckpoint {
+  const { config, tensors, dtype } = openHfCheckpoint(dir);
+  return { config, tensors: new Map([...tensors].map(([name, t]) => [name, t.toFloat32()])), dtype };
+}
+
+/**
+ * Validates a Hugging Face Llama directory like loadHfCheckpoint but converts nothing: each tensor stays in its
+ * stored dtype, so a reader can load BF16 weights into bf16 storage without an f32 copy of the whole model.
+ */
+export function openHfCheckpoint(dir: string): HfCheckpointFile {
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new CheckpointError(`${dir}: not a directory`);
   const configPath = join(dir, "config.json");
   let json: unknown;
@@ -55,7 +73,7 @@ export function loadHfCheckpoint(dir: string): HfCheckpoint {
 
   const problems: string[] = [];
   const dtypes = new Set<string>();
-  const tensors = new Map<string, Float32Array>();
+  const tensors = new Map<string, SafetensorsTensor>();
   const found = new Set(file.tensors.map((t) => t.name).filter((n) => !IGNORED.test(n)));
   const missing = expected.filter((p) => !found.has(p.name)).map((p) => p.name);
   const known = new Set(expected.map((p) => p.name));
@@ -76,7 +94,7 @@ export function loadHfCheckpoint(dir: string): HfCheckpoint {
       continue;
     }
     dtypes.add(t.dtype);
-    tensors.set(p.name, t.toFloat32());
+    tensors.set(p.name, t);
   }
   if (problems.length > 0) {
     throw new CheckpointError(`${dir}: weights do not match config.json (${describe(config)}):\n  ${problems.join("\n  ")}`);

@@ -16,7 +16,7 @@ export {
   type TensorToWrite,
 } from "./safetensors.ts";
 export { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, f32ToF16Portable, f32BitsToBf16, f32BitsToF16, f16BitsToF32, f16BitsToF32Bits } from "./dtype.ts";
-export { loadHfCheckpoint, saveHfCheckpoint, readHfWeights, CheckpointError, type HfCheckpoint, type HfDtype, type SaveHfOptions } from "./hf.ts";
+export { loadHfCheckpoint, openHfCheckpoint, saveHfCheckpoint, readHfWeights, CheckpointError, type HfCheckpoint, type HfCheckpointFile, type HfDtype, type SaveHfOptions } from "./hf.ts";
 export {
   writeGguf,
   readGguf,

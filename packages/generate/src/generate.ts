@@ -16,6 +16,8 @@ export interface GenerateOptions extends SamplingOptions {
   tokenizer?: Tokenizer | null;
   /** Called for every new token, with the text that became complete (may be ""). */
   onToken?: (id: number, text: string) => void;
+  /** Called once after the prompt's prefill, before the first decode step (e.g. to start a profiler). */
+  onPrefilled?: () => void;
 }
 
 export interface GenerateResult {
@@ -26,8 +28,10 @@ export interface GenerateResult {
   stop: "eos" | "length" | "context";
   promptTokens: number;
   prefillSeconds: number;
-  /** Time of the decode steps (every new token after the first). */
+  /** Time of the decode steps (every new token after the first), sampling included. */
   decodeSeconds: number;
+  /** Decode steps run (session.step calls): the tokens decodeSeconds covers. */
+  steps: number;
   /** New tokens per second of generation, prefill included. */
   tokensPerSecond: number;
 }
@@ -46,9 +50,11 @@ export function generate(session: InferenceSession, prompt: ArrayLike<number>, o
   const ids: number[] = [];
   let text = "";
   let why: GenerateResult["stop"] = "length";
+  let steps = 0;
   const t0 = performance.now();
   let logits = session.prefill(prompt);
   const host = (): ArrayLike<number> => (session.backend.kind === "cpu" ? logits.data() : logits.read());
+  opts.onPrefilled?.();
   const t1 = performance.now();
   for (let i = 0; i < maxNew; i++) {
     const id = sampler.sample(host());
@@ -66,6 +72,7 @@ export function generate(session: InferenceSession, prompt: ArrayLike<number>, o
       break;
     }
     logits = session.step([id]);
+    steps++;
   }
   if (stream) {
     const rest = stream.flush();
@@ -83,6 +90,7 @@ export function generate(session: InferenceSession, prompt: ArrayLike<number>, o
     promptTokens: prompt.length,
     prefillSeconds: (t1 - t0) / 1000,
     decodeSeconds: (t2 - t1) / 1000,
+    steps,
     tokensPerSecond: total > 0 ? ids.length / total : 0,
   };
 }

@@ -22,6 +22,7 @@ import {
   crossEntropy,
   embeddingForward,
   matmulForward,
+  matmulForwardWbf16,
   rmsnormForward,
   ropeForward,
   swigluForward,
@@ -29,7 +30,7 @@ import {
   type Tensor,
   type TensorSpec,
 } from "@tinyllama/kernels";
-import type { Model } from "@tinyllama/model";
+import type { DecoderWeights } from "./weights.ts";
 
 export interface SessionOptions {
   /** Sequences decoded together (all advance one token per step). Default 1. */
@@ -65,7 +66,8 @@ export interface LossSum {
 }
 
 export class InferenceSession {
-  readonly model: Model;
+  /** The weights: a Model (f32) or InferenceWeights (bf16 Linear layers). */
+  readonly model: DecoderWeights;
   readonly cfg: ModelConfig;
   readonly backend: Backend;
   readonly B: number;
@@ -85,7 +87,7 @@ export class InferenceSession {
 
   readonly #compiled: boolean;
 
-  private constructor(model: Model, B: number, maxT: number, compiled: boolean) {
+  private constructor(model: DecoderWeights, B: number, maxT: number, compiled: boolean) {
     this.#compiled = compiled;
     const cfg = model.cfg;
     this.model = model;
@@ -147,8 +149,11 @@ export class InferenceSession {
     }
   }
 
-  /** A session over `model`'s parameters (which must stay alive and unchanged while it is used). */
-  static create(model: Model, opts: SessionOptions = {}): InferenceSession {
+  /**
+   * A session over `model`'s parameters (which must stay alive and unchanged while it is used): an
+   * fp32 Model, or InferenceWeights whose bf16 Linear layers run through matmulForwardWbf16.
+   */
+  static create(model: DecoderWeights, opts: SessionOptions = {}): InferenceSession {
     const B = opts.B ?? 1;
     const maxT = opts.maxT ?? model.cfg.maxSeqLen;
     if (!Number.isInteger(B) || B <= 0) throw new ShapeError(`InferenceSession: B must be a positive integer, got ${B}`);
@@ -213,12 +218,12 @@ export class InferenceSession {
     embeddingForward(x.view([B, 1, C]), tok, this.#embed);
     for (const L of this.#layers) {
       rmsnormForward(ln, rstd, x, L.ln1, eps);
-      matmulForward(q, ln, L.wq);
+      linear(q, ln, L.wq);
       // B == 1: K and V go straight into their cache row; otherwise through scratch, one copy per sequence.
       const kdst = B === 1 ? L.kc.view([this.maxT, ks]).rows(pos, 1) : k;
       const vdst = B === 1 ? L.vc.view([this.maxT, ks]).rows(pos, 1) : v;
-      matmulForward(kdst, ln, L.wk);
-      matmulForward(vdst, ln, L.wv);
+      linear(kdst, ln, L.wk);
+      linear(vdst, ln, L.wv);
       ropeForward(q.view([B, 1, NH, HD]), q.view([B, 1, NH, HD]), this.#cos, this.#sin, pos);
       ropeForward(kdst.view([B, 1, NKV, HD]), kdst.view([B, 1, NKV, HD]), this.#cos, this.#sin, pos);
       if (B > 1) {
@@ -229,13 +234,13 @@ export class InferenceSession {
         }
       }
       attentionDecode(att.view([B, NH, HD]), q.view([B, NH, HD]), L.kc, L.vc, pos);
-      matmulForward(out, att, L.wo);
+      linear(out, att, L.wo);
       add(x, x, out);
       rmsnormForward(ln, rstd, x, L.ln2, eps);
-      matmulForward(gate, ln, L.wg);
-      matmulForward(up, ln, L.wu);
+      linear(gate, ln, L.wg);
+      linear(up, ln, L.wu);
       swigluForward(h, gate, up);
-      matmulForward(out, h, L.wd);
+      linear(out, h, L.wd);
       add(x, x, out);
     }
     // Every shape of a decode step is now checked by the wrappers above; later steps replay the same
@@ -251,10 +256,10 @@ export class InferenceSession {
    * wrappers, so every size and buffer here has been validated; each return code is still checked.
    * Same calls, same order as step()'s checked path, so results are bit-identical.
    */
-  #compilePlan(): (pos: number) => void {
+  #compilePlan(): ((pos: number) => void) | null {
     const { cfg, B, maxT, backend: be } = this;
     const { C, NH, NKV, HD, H, V } = dimsOf(cfg);
-    const lib = be.lib, a = this.arena, eps = cfg.normEps, ks = NKV * HD;
+    const a = this.arena, eps = cfg.normEps, ks = NKV * HD;
     const P = (t: Tensor): number => t.ptr("InferenceSession.step") as unknown as number;
     const x = P(a.get("x")), ln = P(a.get("ln")), rstd = P(a.get("rstd")), q = P(a.get("q")), k = P(a.get("k")), v = P(a.get("v"));
     const att = P(a.get("att")), out = P(a.get("out")), gate = P(a.get("gate")), up = P(a.get("up")), h = P(a.get("h")), tok = P(a.get("tokens"));
@@ -262,6 +267,10 @@ export class InferenceSession {
     const layers = this.#layers.map((L) => ({
       ln1: P(L.ln1), wq: P(L.wq), wk: P(L.wk), wv: P(L.wv), wo: P(L.wo), ln2: P(L.ln2), wg: P(L.wg), wu: P(L.wu), wd: P(L.wd), kc: P(L.kc), vc: P(L.vc),
     }));
+    // One storage for every Linear weight of a session's model (f32 Model or bf16 InferenceWeights).
+    const bf16 = this.#layers[0]?.wq.dtype === "bf16";
+    // Mixed storage (a hand-made DecoderWeights) stays on the checked path, which dispatches per weight.
+    if (this.#layers.some((L) => [L.wq, L.wk, L.wv, L.wo, L.wg, L.wu, L.wd].some((w) => (w.dtype === "bf16") !== bf16))) return null;
     const rowBytes = ks * 4, seqBytes = maxT * rowBytes;
     const ck = (op: string, rc: number): void => {
       if (rc !== 0) be.check(op, rc);
@@ -269,14 +278,20 @@ export class InferenceSession {
     type Ptr = Parameters<typeof lib.tl_add>[0];
     const p = (n: number): Ptr => n as unknown as Ptr;
     void V;
+    let lib = be.lib;
+    // out (B,OC) = inp (B,IC) @ w^T for either storage (the checks above fixed which).
+    const mm = bf16
+      ? (out: number, inp: number, w: number, IC: number, OC: number): void => ck("matmul_forward_wbf16", lib.tl_matmul_forward_wbf16(p(out), p(inp), p(w), B, IC, OC))
+      : (out: number, inp: number, w: number, IC: number, OC: number): void => ck("matmul_forward", lib.tl_matmul_forward(p(out), p(inp), p(w), null, B, IC, OC));
     return (pos: number): void => {
+      lib = be.lib; // read per step, so a profiler started after the plan was built sees these calls
       ck("embedding_forward", lib.tl_embedding_forward(p(x), p(tok), p(embed), B, C, cfg.vocabSize));
       for (const L of layers) {
         ck("rmsnorm_forward", lib.tl_rmsnorm_forward(p(ln), p(rstd), p(x), p(L.ln1), B, C, eps));
-        ck("matmul_forward", lib.tl_matmul_forward(p(q), p(ln), p(L.wq), null, B, C, NH * HD));
+        mm(q, ln, L.wq, C, NH * HD);
         const kdst = B === 1 ? L.kc + pos * rowBytes : k, vdst = B === 1 ? L.vc + pos * rowBytes : v;
-        ck("matmul_forward", lib.tl_matmul_forward(p(kdst), p(ln), p(L.wk), null, B, C, ks));
-        ck("matmul_forward", lib.tl_matmul_forward(p(vdst), p(ln), p(L.wv), null, B, C, ks));
+        mm(kdst, ln, L.wk, C, ks);
+        mm(vdst, ln, L.wv, C, ks);
         ck("rope_forward", lib.tl_rope_forward(p(q), p(q), p(cos), p(sin), B, 1, NH, HD, pos, maxT));
         ck("rope_forward", lib.tl_rope_forward(p(kdst), p(kdst), p(cos), p(sin), B, 1, NKV, HD, pos, maxT));
         if (B > 1)
@@ -285,13 +300,13 @@ export class InferenceSession {
             ck("copy", lib.tl_copy(p(L.vc + b * seqBytes + pos * rowBytes), p(v + b * rowBytes), rowBytes));
           }
         ck("attention_decode", lib.tl_attention_decode(p(att), p(q), p(L.kc), p(L.vc), B, NH, NKV, HD, maxT, pos));
-        ck("matmul_forward", lib.tl_matmul_forward(p(out), p(att), p(L.wo), null, B, NH * HD, C));
+        mm(out, att, L.wo, NH * HD, C);
         ck("add", lib.tl_add(p(x), p(x), p(out), B * C));
         ck("rmsnorm_forward", lib.tl_rmsnorm_forward(p(ln), p(rstd), p(x), p(L.ln2), B, C, eps));
-        ck("matmul_forward", lib.tl_matmul_forward(p(gate), p(ln), p(L.wg), null, B, C, H));
-        ck("matmul_forward", lib.tl_matmul_forward(p(up), p(ln), p(L.wu), null, B, C, H));
+        mm(gate, ln, L.wg, C, H);
+        mm(up, ln, L.wu, C, H);
         ck("swiglu_forward", lib.tl_swiglu_forward(p(h), p(gate), p(up), B * H));
-        ck("matmul_forward", lib.tl_matmul_forward(p(out), p(h), p(L.wd), null, B, H, C));
+        mm(out, h, L.wd, H, C);
         ck("add", lib.tl_add(p(x), p(x), p(out), B * C));
       }
     };
@@ -341,7 +356,7 @@ export class InferenceSession {
       for (let r0 = 0; r0 < N; r0 += rows) {
         const n = Math.min(rows, N - r0);
         const lg = logits.rows(0, n);
-        matmulForward(lg, ln.rows(r0, n), this.#head);
+        linear(lg, ln.rows(r0, n), this.#head);
         crossEntropy(losses.rows(r0, n), null, lg, tg.rows(r0, n));
       }
       const l = this.backend.kind === "cpu" ? losses.data() : losses.read();
@@ -400,9 +415,9 @@ export class InferenceSession {
       // B == 1: the cache rows 0..T-1 are contiguous, so K and V are computed in place there.
       const k = B === 1 ? L.kc.view([maxT, ks]).rows(0, T).view([1, T, NKV, HD]) : s.get("k");
       const v = B === 1 ? L.vc.view([maxT, ks]).rows(0, T).view([1, T, NKV, HD]) : s.get("v");
-      matmulForward(q.view([B, T, NH * HD]), ln, L.wq);
-      matmulForward(k.view([B, T, ks]), ln, L.wk);
-      matmulForward(v.view([B, T, ks]), ln, L.wv);
+      linear(q.view([B, T, NH * HD]), ln, L.wq);
+      linear(k.view([B, T, ks]), ln, L.wk);
+      linear(v.view([B, T, ks]), ln, L.wv);
       ropeForward(q, q, this.#cos, this.#sin, 0);
       ropeForward(k, k, this.#cos, this.#sin, 0);
       attentionForward(att, lse, q, k, v);
@@ -414,13 +429,13 @@ export class InferenceSession {
           be.copy(vc.rows(b * maxT, T), vf.rows(b * T, T));
         }
       }
-      matmulForward(out, att.view([B, T, NH * HD]), L.wo);
+      linear(out, att.view([B, T, NH * HD]), L.wo);
       add(x, x, out);
       rmsnormForward(ln, rstd, x, L.ln2, eps);
-      matmulForward(gate, ln, L.wg);
-      matmulForward(up, ln, L.wu);
+      linear(gate, ln, L.wg);
+      linear(up, ln, L.wu);
       swigluForward(h, gate, up);
-      matmulForward(out, h, L.wd);
+      linear(out, h, L.wd);
       add(x, x, out);
     }
     void C;
@@ -431,7 +446,7 @@ export class InferenceSession {
     const a = this.arena;
     const ln = a.get("ln"), logits = a.get("logits") as Tensor<"f32">;
     rmsnormForward(ln, a.get("rstd"), a.get("x"), this.#normf, this.cfg.normEps);
-    matmulForward(logits, ln, this.#head);
+    linear(logits, ln, this.#head);
     return logits;
   }
 
@@ -459,6 +474,12 @@ export class InferenceSession {
   #alive(op: string): void {
     if (this.#freed) throw new ShapeError(`${op}: this session was freed`);
   }
+}
+
+/** The Linear layer for either weight storage: f32 weights through matmulForward, bf16 through matmulForwardWbf16. */
+function linear(out: Tensor, inp: Tensor, weight: Tensor): void {
+  if (weight.dtype === "bf16") matmulForwardWbf16(out, inp, weight);
+  else matmulForward(out, inp, weight);
 }
 
 function dimsOf(cfg: ModelConfig): { C: number; NH: number; NKV: number; HD: number; H: number; V: number } {

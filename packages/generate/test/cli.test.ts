@@ -62,6 +62,26 @@ describe("bun run generate", () => {
     expect((lastJson(r.stdout).ids as number[]).length).toBe(3);
   }, SLOW);
 
+  test("--dtype bf16: bf16 Linear weights give PyTorch's greedy continuation on this fixture too", () => {
+    const r = run("generate", ["--model", MODEL, "--prompt-ids", ex.prompt.join(","), "--max-new-tokens", "50", "--json", "--dtype", "bf16"]);
+    expect(r.code).toBe(0);
+    expect(lastJson(r.stdout).ids).toEqual(ex.greedy);
+  }, SLOW);
+
+  test("--profile prints a per-op table of the decode steps (matmul and attention_decode rows) to stderr", () => {
+    for (const [dtype, matmul] of [["f32", "matmul_forward"], ["bf16", "matmul_forward_wbf16"]]) {
+      const r = run("generate", ["--model", MODEL, "--prompt-ids", ex.prompt.join(","), "--max-new-tokens", "8", "--json", "--profile", "--dtype", dtype!]);
+      expect(r.code).toBe(0);
+      expect(lastJson(r.stdout).ids).toEqual(ex.greedy.slice(0, 8)); // stdout keeps its contract
+      expect(r.stderr).toMatch(new RegExp(`profile: 7 decode steps at batch 1 on cpu \\(1 threads\\), ${dtype} weights: [\\d.]+ ms/token`));
+      // L = 2 layers: 7 Linear layers each per token (the LM head is the 15th), one attention_decode per layer
+      expect(r.stderr).toMatch(new RegExp(`\\| ${matmul} \\| 15 \\| [\\d.]+ \\| [\\d.]+% \\| [\\d.]+ \\| [\\d.]+ \\|`));
+      expect(r.stderr).toMatch(/\| attention_decode \| 2 \|/);
+      expect(r.stderr).toMatch(/\| all kernels \|/);
+      expect(r.stderr).toMatch(/ms per token; the rest/);
+    }
+  }, SLOW);
+
   test("bad flags, missing directories and long prompts are one-line errors", () => {
     const long = Array.from({ length: 129 }, () => "5").join(",");
     const cases: [string[], number, RegExp][] = [
@@ -77,6 +97,7 @@ describe("bun run generate", () => {
       [["--model", tmp, "--prompt-ids", "1"], 1, /has no config\.json, nor hf\/config\.json/],
       [["--model", MODEL, "--prompt-ids", long], 1, /^generate: the prompt has 129 tokens but the model's context is 128; shorten it$/],
       [["--model", MODEL, "--prompt-ids", "1,512"], 1, /prompt id 512 at index 1 is outside the vocabulary \[0, 512\)/],
+      [["--model", MODEL, "--prompt-ids", "1", "--dtype", "f16"], 2, /^generate: --dtype must be f32, bf16 or auto, got "f16"$/],
     ];
     for (const [args, code, re] of cases) {
       const r = run("generate", args);

@@ -31,5 +31,6 @@ export {
   type AdamWBf16Options,
 } from "./ops/bf16.ts";
 export { attentionDecode } from "./ops/attention_decode.ts";
+export { matmulForwardWbf16 } from "./ops/matmul_wbf16.ts";
 export { symbols, type KernelSymbols } from "./symbols.ts";
 export { Profiler, type OpStat } from "./profile.ts";

@@ -63,6 +63,8 @@ export const symbols = {
   tl_attention_backward_bf16: { args: [ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32], returns: i32 },
   // attention decode (inference, KV cache)
   tl_attention_decode: { args: [ptr, ptr, ptr, ptr, i32, i32, i32, i32, i32, i32], returns: i32 },
+  // bf16 weight storage (inference): fp32 activations @ bf16 weights, fp32 out
+  tl_matmul_forward_wbf16: { args: [ptr, ptr, ptr, i32, i32, i32], returns: i32 },
 } as const;
 
 export type KernelSymbols = typeof symbols;
