@@ -261,7 +261,6 @@ static int mm_dweight(const char *who, float *dweight, const uint16_t *dout, con
   const bgemm_t g = {.M = OC, .N = C, .K = N, .A = dout, .rsA = 1, .csA = OC, .B = inp, .rsB = C, .csB = 1, .C = dweight, .ldc = C, .accumulate = 1};
   return bgemm(who, &g);
 }
-#define TL_BF16_PATH "avx512_bf16 vdpbf16ps"
 
 #else
 /* ------------------------------------------------ portable: widen, then the fp32 GEMM ---- */
@@ -281,7 +280,7 @@ static int widen_all(const char *who, float **out, const uint16_t *const *src, c
 }
 
 static int mm_forward(const char *who, float *out, const uint16_t *inp, const uint16_t *weight, int N, int C, int OC) {
-  float *w[2];
+  float *w[2] = {NULL, NULL};
   const uint16_t *src[2] = {inp, weight};
   const int64_t n[2] = {(int64_t)N * C, (int64_t)OC * C};
   int rc = widen_all(who, w, src, n, 2);
@@ -291,7 +290,7 @@ static int mm_forward(const char *who, float *out, const uint16_t *inp, const ui
   return rc;
 }
 static int mm_dinp(const char *who, float *dinp, const uint16_t *dout, const uint16_t *weight, int N, int C, int OC) {
-  float *w[2];
+  float *w[2] = {NULL, NULL};
   const uint16_t *src[2] = {dout, weight};
   const int64_t n[2] = {(int64_t)N * OC, (int64_t)OC * C};
   int rc = widen_all(who, w, src, n, 2);
@@ -302,7 +301,7 @@ static int mm_dinp(const char *who, float *dinp, const uint16_t *dout, const uin
   return rc;
 }
 static int mm_dweight(const char *who, float *dweight, const uint16_t *dout, const uint16_t *inp, int N, int C, int OC) {
-  float *w[2];
+  float *w[2] = {NULL, NULL};
   const uint16_t *src[2] = {dout, inp};
   const int64_t n[2] = {(int64_t)N * OC, (int64_t)N * C};
   int rc = widen_all(who, w, src, n, 2);
@@ -312,11 +311,7 @@ static int mm_dweight(const char *who, float *dweight, const uint16_t *dout, con
   free(w[0]);
   return rc;
 }
-#define TL_BF16_PATH "portable (widen to fp32 + fp32 GEMM)"
 #endif
-
-/* Which implementation this build uses (for benchmarks and tests; not part of the ABI). */
-const char *tl_bf16_matmul_path(void) { return TL_BF16_PATH; }
 
 /* ------------------------------------------------------------------ ABI ---- */
 /* out (N,OC) = bf16(inp (N,C) @ weight (OC,C)^T), fp32 accumulation, one rounding. */
