@@ -18,9 +18,10 @@ import { buildEmulatedCudaLibrary } from "./emu.ts";
 const hasCxx = !!(process.env.CXX ?? Bun.which("g++"));
 if (!hasCxx) console.log("skipped: the model on the CUDA emulator (no g++)");
 
-/** Tiny but complete: GQA, two layers, C != H != V, T not a multiple of any tile. */
-const TINY: ModelConfig = { ...getPreset("micro"), dim: 32, hiddenDim: 80, nHeads: 4, nKvHeads: 2, vocabSize: 96, nLayers: 2, maxSeqLen: 16 };
-const B = 2, T = 11;
+/** Small but complete: GQA, two layers, C != H != V; head dim 64 so bf16 attention takes the
+ * tensor-core (wmma) kernel, and T = 70 spans two of its 64-row tiles, the second one ragged. */
+const TINY: ModelConfig = { ...getPreset("micro"), dim: 128, hiddenDim: 176, nHeads: 2, nKvHeads: 1, vocabSize: 96, nLayers: 2, maxSeqLen: 80 };
+const B = 1, T = 70;
 
 function batch(n: number, V: number, seed: number): Int32Array {
   const rng = mulberry32(seed);
@@ -70,7 +71,9 @@ describe.skipIf(!hasCxx)("the model on the CUDA sources (CPU emulator) vs the CP
     setup();
     const g = run(emu, "bf16"), c = run(cpu, "bf16"), f = run(cpu, "fp32");
     const lossErr = Math.max(...g.losses.map((l, i) => Math.abs(l - c.losses[i]!) / c.losses[i]!));
-    const gradErr = relErr(g.grads, c.grads);
+    // first-step gradients: after an AdamW step, tiny differences (the GPU kernel rounds P to bf16,
+    // the CPU twin does not) become full-size update differences (see below)
+    const gradErr = relErr(g.first, c.first);
     console.log(`emulated CUDA bf16 vs CPU bf16: loss ${lossErr.toExponential(2)}, gradients ${gradErr.toExponential(2)}`);
     expect(lossErr).toBeLessThan(1e-3);
     expect(gradErr).toBeLessThan(1e-2);
