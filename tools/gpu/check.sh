@@ -78,9 +78,17 @@ left() { echo $(( 295 - ($(date +%s) - START) )); } # seconds of the 5-minute bu
 phase "tests (test/cuda: abi + parity + model_bf16)"
 TESTS_RC=0
 # not emu.test.ts: the CPU emulator has nothing to add where the real GPU is
-TINYLLAMA_CUDA_SYNC=1 timeout 200 "$BUN" test --timeout 120000 test/cuda/abi.test.ts test/cuda/parity.test.ts || TESTS_RC=$?
+LOG="$WORK/tests.log"
+TINYLLAMA_CUDA_SYNC=1 timeout 200 "$BUN" test --timeout 120000 test/cuda/abi.test.ts test/cuda/parity.test.ts 2>&1 | tee "$LOG"
+TESTS_RC=${PIPESTATUS[0]}
 # the model test without per-launch syncs (it is a whole training run); a fault still fails it at the next sync
-timeout 120 "$BUN" test --timeout 120000 test/cuda/model_bf16.test.ts || TESTS_RC=$?
+timeout 120 "$BUN" test --timeout 120000 test/cuda/model_bf16.test.ts 2>&1 | tee -a "$LOG"
+RC2=${PIPESTATUS[0]}; [ "$RC2" = 0 ] || TESTS_RC=$RC2
+# on a GPU machine a skipped GPU test is a failure, not a pass: the library did not build or cannot reach the GPU
+if grep -q "skipped: no CUDA GPU" "$LOG"; then
+  echo "check.sh: FAILED: the CUDA tests were skipped on this machine ($(grep -m1 -o 'skipped: no CUDA GPU.*' "$LOG"))"
+  [ "$TESTS_RC" != 0 ] || TESTS_RC=1
+fi
 [ "$TESTS_RC" = 0 ] || echo "check.sh: FAILED: test/cuda (rc $TESTS_RC): see the failures above"
 
 STEP_RC=0
