@@ -74,8 +74,11 @@ describe.skipIf(!hasCxx)("the model on the CUDA sources (CPU emulator) vs the CP
     // first-step gradients: after an AdamW step, tiny differences (the GPU kernel rounds P to bf16,
     // the CPU twin does not) become full-size update differences (see below)
     const gradErr = relErr(g.first, c.first);
-    console.log(`emulated CUDA bf16 vs CPU bf16: loss ${lossErr.toExponential(2)}, gradients ${gradErr.toExponential(2)}`);
-    expect(lossErr).toBeLessThan(1e-3);
+    console.log(`emulated CUDA bf16 vs CPU bf16: loss ${lossErr.toExponential(2)} (per step ${g.losses.map((l, i) => (Math.abs(l - c.losses[i]!) / c.losses[i]!).toExponential(2)).join(" ")}), gradients ${gradErr.toExponential(2)}`);
+    // The first loss is a forward only: tight. Steps 2-3 follow AdamW updates (lr 1e-2) that turn the
+    // tensor-core kernel's bf16-rounded P and dS into update differences: the issue's bf16 tolerance.
+    expect(Math.abs(g.losses[0]! - c.losses[0]!) / c.losses[0]!).toBeLessThan(1e-3);
+    expect(lossErr).toBeLessThan(1e-2);
     expect(gradErr).toBeLessThan(1e-2);
     g.losses.forEach((l, i) => expect(Math.abs(l - f.losses[i]!) / f.losses[i]!).toBeLessThan(1e-2));
     // gradients against fp32 only at the first step: AdamW turns tiny gradient differences into
