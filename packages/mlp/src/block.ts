@@ -73,15 +73,26 @@ export class MlpBlock {
     ];
   }
 
-  /** Saved by forward for backward: the two projections and their SwiGLU product. */
+  /** Saved by forward for backward: the two projections. */
   static savedSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
     const { H } = dims(cfg, "MlpBlock.savedSpecs");
     checkBT("MlpBlock.savedSpecs", B, T);
     return [
       { name: "gate", shape: [B, T, H] },
       { name: "up", shape: [B, T, H] },
-      { name: "h", shape: [B, T, H] },
     ];
+  }
+
+  /**
+   * Used within one forward or one backward call (an inference block needs them too), so a model may
+   * map these names to ONE buffer for all layers. "h" = silu(gate) * up is not saved: backward
+   * recomputes it from the saved gate and up with the same kernel (bit-identical values), which
+   * costs one elementwise pass and saves a (B,T,H) tensor per layer, as much as gate or up.
+   */
+  static sharedSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
+    const { H } = dims(cfg, "MlpBlock.sharedSpecs");
+    checkBT("MlpBlock.sharedSpecs", B, T);
+    return [{ name: "h", shape: [B, T, H] }];
   }
 
   /** Used only inside backward, so a model may map these names to ONE buffer set for all layers. */
@@ -95,9 +106,9 @@ export class MlpBlock {
     ];
   }
 
-  /** savedSpecs followed by scratchSpecs: everything `acts` must resolve. */
+  /** savedSpecs, sharedSpecs and scratchSpecs: everything `acts` must resolve. */
   static activationSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
-    return [...MlpBlock.savedSpecs(cfg, B, T), ...MlpBlock.scratchSpecs(cfg, B, T)];
+    return [...MlpBlock.savedSpecs(cfg, B, T), ...MlpBlock.sharedSpecs(cfg, B, T), ...MlpBlock.scratchSpecs(cfg, B, T)];
   }
 
   constructor(
@@ -113,7 +124,7 @@ export class MlpBlock {
     this.#p = resolve(op, "params", tensors.params, pspecs) as Record<MlpParamName, F32>;
     this.#g = tensors.grads ? (resolve(op, "grads", tensors.grads, pspecs) as Record<MlpParamName, F32>) : null;
     // An inference-only block never runs backward, so it needs no backward scratch.
-    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T) : MlpBlock.savedSpecs(cfg, B, T);
+    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T) : [...MlpBlock.savedSpecs(cfg, B, T), ...MlpBlock.sharedSpecs(cfg, B, T)];
     this.#a = resolve(op, "acts", tensors.acts, aspecs);
   }
 
@@ -182,6 +193,8 @@ export class MlpBlock {
     if (!x.buffer.alive) throw new ShapeError(`${op}: the input of the last forward was freed`);
     this.#io(op, "dout", dout, "dx", dx);
     const p = this.#p, a = this.#a, be = dx.backend;
+    // h is not saved (see sharedSpecs): recompute it exactly as forward did
+    swigluForward(a.h!, a.gate!, a.up!);
     // out = h Wd^T
     be.zero(a.dh!);
     matmulBackward({ dinp: a.dh!, dweight: g["down_proj.weight"] }, dout, a.h!, p["down_proj.weight"]);

@@ -36,9 +36,13 @@ export interface ActivationLayout {
 }
 
 /**
- * Activations for one (B, T): per layer the tensors backward needs (residual inputs, norm outputs
- * and rstd, the blocks' saved tensors), plus one set of scratch shared by all layers (block
- * outputs, residual/norm gradients, the blocks' backward scratch), the logits and per-row losses.
+ * Activations for one (B, T): per layer the tensors backward needs (residual inputs, rstd, the
+ * blocks' saved tensors), plus one set shared by all layers (block outputs, the normed block input
+ * "scratch.ln", the MLP's h, residual/norm gradients, the blocks' backward scratch), the logits and
+ * per-row losses. The normed inputs ln1/ln2 and the MLP's h are not kept per layer: backward
+ * recomputes them from x/xmid, rstd and gate/up with the same kernels (bit-identical values), which
+ * costs two RMSNorms and one SwiGLU per layer, well under 1% of a step, and saves two (B,T,C) and
+ * one (B,T,H) tensor per layer.
  */
 export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRows: number, training: boolean): ActivationLayout {
   const { vocabSize: V, dim: C } = cfg;
@@ -50,9 +54,9 @@ export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRo
   ];
   for (let i = 0; i < cfg.nLayers; i++) {
     const p = `layers.${i}.`;
-    specs.push({ name: `${p}x`, shape: [B, T, C] }, { name: `${p}ln1`, shape: [B, T, C] }, { name: `${p}rstd1`, shape: [B, T] });
+    specs.push({ name: `${p}x`, shape: [B, T, C] }, { name: `${p}rstd1`, shape: [B, T] });
     for (const s of AttentionBlock.savedSpecs(cfg, B, T)) specs.push({ ...s, name: `${p}self_attn.${s.name}` });
-    specs.push({ name: `${p}xmid`, shape: [B, T, C] }, { name: `${p}ln2`, shape: [B, T, C] }, { name: `${p}rstd2`, shape: [B, T] });
+    specs.push({ name: `${p}xmid`, shape: [B, T, C] }, { name: `${p}rstd2`, shape: [B, T] });
     for (const s of MlpBlock.savedSpecs(cfg, B, T)) specs.push({ ...s, name: `${p}mlp.${s.name}` });
   }
   specs.push(
@@ -62,7 +66,9 @@ export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRo
     { name: "logits", shape: [logitsRows, V] },
     { name: "losses", shape: [N] },
     { name: "scratch.out", shape: [B, T, C] },
+    { name: "scratch.ln", shape: [B, T, C] },
   );
+  for (const s of MlpBlock.sharedSpecs(cfg, B, T)) specs.push({ ...s, name: `scratch.mlp.${s.name}` });
   // Backward scratch, one set shared by all layers; an inference model has none.
   if (training) {
     specs.push({ name: "scratch.dres", shape: [B, T, C] }, { name: "scratch.dln", shape: [B, T, C] });
@@ -74,9 +80,27 @@ export function activationSpecs(cfg: ModelConfig, B: number, T: number, logitsRo
   return { specs, logitsRows };
 }
 
-/** Default logits rows: all B*T rows while that buffer stays under 1 GiB, else 256 MiB worth. */
-export function defaultLogitsRows(cfg: ModelConfig, B: number, T: number): number {
+/**
+ * Rows of a training model's logits chunk: a multiple of 256, the K block of the CPU matmul
+ * (kernels/cpu/matmul.c TL_MM_KC), so the LM head's weight gradient, summed chunk by chunk, adds
+ * the same partial sums in the same order as one call over all rows: chunked and unchunked training
+ * are bit-for-bit identical (a test checks it).
+ */
+export const LOGITS_CHUNK_ROWS = 256;
+
+/**
+ * Default logits rows. Training: all B*T rows while that buffer is at most 64 MiB, else chunks of
+ * LOGITS_CHUNK_ROWS rows (~31 MiB at V = 32000): the (B*T, V) logits and their gradient were the
+ * largest activation (250 MiB for the 15M preset at B=8, T=256) and chunking them costs no time,
+ * though logits() then needs a model created with logitsChunk >= B*T. Inference: all rows while
+ * they stay under 1 GiB (logits() is the point), else 256 MiB worth.
+ */
+export function defaultLogitsRows(cfg: ModelConfig, B: number, T: number, training = true): number {
   const N = B * T, rowBytes = cfg.vocabSize * 4;
+  if (training) {
+    if (N * rowBytes <= 64 << 20) return N;
+    return Math.min(N, Math.max(1, Math.floor((32 << 20) / rowBytes / LOGITS_CHUNK_ROWS)) * LOGITS_CHUNK_ROWS);
+  }
   if (N * rowBytes <= 1 << 30) return N;
   return Math.max(1, Math.min(N, Math.floor((256 << 20) / rowBytes)));
 }

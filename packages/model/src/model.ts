@@ -48,9 +48,12 @@ export interface ModelOptions {
   /** false: leave every parameter zero (e.g. to load a checkpoint next). Default true. */
   init?: boolean;
   /**
-   * Rows of logits computed at a time. Default: all B*T (the logits buffer is B*T x V floats)
-   * unless that exceeds 1 GiB. With fewer rows the loss, dlogits and the LM head's backward run
-   * chunk by chunk inside forward(), and logits() is unavailable.
+   * Rows of logits computed at a time. With fewer than B*T rows the loss, dlogits and the LM head's
+   * backward run chunk by chunk inside forward(), and logits() is unavailable. Default
+   * (defaultLogitsRows): a training model keeps all B*T rows while they take at most 64 MiB and
+   * otherwise computes 256 rows at a time (bit-identical results, a fraction of the memory); an
+   * inference model keeps all rows unless they exceed 1 GiB. Pass B*T to read logits() from a
+   * large training model.
    */
   logitsChunk?: number;
 }
@@ -142,7 +145,7 @@ export class Model {
     checkBatchShape(cfg, opts.B, opts.T);
     const training = opts.training ?? true;
     const N = opts.B * opts.T;
-    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T), N);
+    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T, training), N);
     const params = Arena.plan(parameterSpecs(cfg)).bytes;
     const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training).specs).bytes;
     return { params, grads: training ? params : 0, acts, logitsRows: rows };
@@ -157,7 +160,7 @@ export class Model {
     const { B, T } = opts;
     checkBatchShape(cfg, B, T);
     const N = B * T;
-    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T);
+    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T, opts.training ?? true);
     if (!Number.isInteger(rows) || rows <= 0) throw new ShapeError(`Model.create: logitsChunk must be a positive integer, got ${rows}`);
     const seed = opts.seed ?? 1;
     if (!Number.isInteger(seed)) throw new ShapeError(`Model.create: seed must be an integer, got ${seed}`);
@@ -234,9 +237,11 @@ export class Model {
 
     embeddingForward(a.get(cfg.nLayers > 0 ? "layers.0.x" : "final.x"), tokT, p.get("model.embed_tokens.weight"));
     const out = a.get("scratch.out");
+    // ln1 and ln2 share one buffer: backward recomputes them (see activationSpecs)
+    const ln1 = a.get("scratch.ln"), ln2 = ln1;
     for (let i = 0; i < cfg.nLayers; i++) {
       const l = `layers.${i}.`, pre = layerPrefix(i);
-      const x = a.get(`${l}x`), xmid = a.get(`${l}xmid`), ln1 = a.get(`${l}ln1`), ln2 = a.get(`${l}ln2`);
+      const x = a.get(`${l}x`), xmid = a.get(`${l}xmid`);
       const next = a.get(i + 1 < cfg.nLayers ? `layers.${i + 1}.x` : "final.x");
       rmsnormForward(ln1, a.get(`${l}rstd1`), x, p.get(`${pre}input_layernorm.weight`), eps);
       this.#attn[i]!.forward(out, ln1);
@@ -303,7 +308,8 @@ export class Model {
     const { B, T, cfg } = this;
     const N = B * T, C = cfg.dim;
     const a = this.acts, p = this.params, be = this.backend;
-    const dres = a.get("scratch.dres"), dln = a.get("scratch.dln");
+    const dres = a.get("scratch.dres"), dln = a.get("scratch.dln"), ln = a.get("scratch.ln");
+    const eps = cfg.normEps;
     // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW)
     if (this.#logitsRows < N) accumulate(g.get("lm_head.weight"), a.get("scratch.dlm_head"));
     else {
@@ -314,15 +320,19 @@ export class Model {
     rmsnormBackward({ dinp: dres, dweight: g.get("model.norm.weight") }, dln, a.get("final.x"), p.get("model.norm.weight"), a.get("final.rstd"));
     for (let i = cfg.nLayers - 1; i >= 0; i--) {
       const l = `layers.${i}.`, pre = layerPrefix(i);
-      // x_out = xmid + mlp(norm(xmid)): dres already carries the residual path; add the branch's
+      // x_out = xmid + mlp(norm(xmid)): dres already carries the residual path; add the branch's.
+      // The blocks' input (scratch.ln) holds the last layer's norm: recompute this layer's, exactly
+      // as forward computed it (rstd is rewritten with the same values).
+      const wpost = `${pre}post_attention_layernorm.weight`;
+      rmsnormForward(ln, a.get(`${l}rstd2`), a.get(`${l}xmid`), p.get(wpost), eps);
       be.zero(dln);
       this.#mlp[i]!.backward(dln, dres);
-      const wpost = `${pre}post_attention_layernorm.weight`;
       rmsnormBackward({ dinp: dres, dweight: g.get(wpost) }, dln, a.get(`${l}xmid`), p.get(wpost), a.get(`${l}rstd2`));
       // xmid = x + attn(norm(x))
+      const win = `${pre}input_layernorm.weight`;
+      rmsnormForward(ln, a.get(`${l}rstd1`), a.get(`${l}x`), p.get(win), eps);
       be.zero(dln);
       this.#attn[i]!.backward(dln, dres);
-      const win = `${pre}input_layernorm.weight`;
       rmsnormBackward({ dinp: dres, dweight: g.get(win) }, dln, a.get(`${l}x`), p.get(win), a.get(`${l}rstd1`));
     }
     embeddingBackward(g.get("model.embed_tokens.weight"), dres, a.get("tokens"));
