@@ -14,6 +14,7 @@ import { parseModelConfig, type ModelConfig } from "@tinyllama/config";
 import {
   Arena,
   ShapeError,
+  Tensor,
   accumulate,
   add,
   crossEntropy,
@@ -26,7 +27,6 @@ import {
   rmsnormBackward,
   rmsnormForward,
   type Backend,
-  type Tensor,
   type TensorSpec,
 } from "@tinyllama/kernels";
 import { MlpBlock, deriveSeed, gaussian } from "@tinyllama/mlp";
@@ -51,7 +51,7 @@ export interface ModelOptions {
    * Rows of logits computed at a time. With fewer than B*T rows the loss, dlogits and the LM head's
    * backward run chunk by chunk inside forward(), and logits() is unavailable. Default
    * (defaultLogitsRows): a training model keeps all B*T rows while they take at most 64 MiB and
-   * otherwise computes 256 rows at a time (bit-identical results, a fraction of the memory); an
+   * otherwise computes 512 rows at a time (bit-identical results, a fraction of the memory); an
    * inference model keeps all rows unless they exceed 1 GiB. Pass B*T to read logits() from a
    * large training model.
    */
@@ -82,6 +82,8 @@ export class Model {
   readonly #attn: AttentionBlock[];
   readonly #mlp: MlpBlock[];
   readonly #logitsRows: number;
+  /** Activation lookup: the arena's own tensors and the views into its shared pool (see activationSpecs). */
+  readonly #a: { get(name: string): Tensor };
   #state: State = "none";
   #count = 0;
   #freed = false;
@@ -101,12 +103,17 @@ export class Model {
       arenas.push(this.params);
       this.grads = training ? new Arena(backend, pspecs) : null;
       if (this.grads) arenas.push(this.grads);
-      this.acts = new Arena(backend, activationSpecs(cfg, B, T, logitsRows, training).specs);
-      arenas.push(this.acts);
+      const layout = activationSpecs(cfg, B, T, logitsRows, training);
+      const acts = new Arena(backend, layout.specs);
+      this.acts = acts;
+      arenas.push(acts);
+      const poolAt = acts.offsets.get("scratch.pool")!;
+      const pool = new Map([...layout.pooled].map(([n, { byteOffset, shape }]) => [n, new Tensor(acts.buffer, poolAt + byteOffset, shape, "f32")]));
+      this.#a = { get: (n) => pool.get(n) ?? acts.get(n) };
       this.parameters = pspecs.map((s) => ({ name: s.name, tensor: this.params.get(s.name) as Tensor<"f32"> }));
       const rope = { cos: this.acts.get("rope.cos"), sin: this.acts.get("rope.sin") };
       fillRope(rope, cfg);
-      const p = this.params, g = this.grads, a = this.acts;
+      const p = this.params, g = this.grads, a = this.#a;
       const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T).map((s) => s.name));
       const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T).map((s) => s.name));
       this.#attn = [];
@@ -230,7 +237,7 @@ export class Model {
     const tok = this.#ids(op, "tokens", tokens, false);
     const tgt = targets ? this.#ids(op, "targets", targets, true) : null;
     this.#state = "none";
-    const a = this.acts, p = this.params, be = this.backend;
+    const a = this.#a, p = this.params, be = this.backend;
     const tokT = a.get("tokens");
     tokT.write(tok);
     const eps = cfg.normEps;
@@ -307,10 +314,11 @@ export class Model {
     if (this.#state !== "loss") throw new ShapeError(`${op}: call forward(tokens, targets) first: backward needs the loss of a forward pass with targets`);
     const { B, T, cfg } = this;
     const N = B * T, C = cfg.dim;
-    const a = this.acts, p = this.params, be = this.backend;
+    const a = this.#a, p = this.params, be = this.backend;
     const dres = a.get("scratch.dres"), dln = a.get("scratch.dln"), ln = a.get("scratch.ln");
     const eps = cfg.normEps;
-    // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW)
+    // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW).
+    // Both live in the pool under the layer buffers: consume them before writing anything else.
     if (this.#logitsRows < N) accumulate(g.get("lm_head.weight"), a.get("scratch.dlm_head"));
     else {
       be.zero(dln);
@@ -349,7 +357,7 @@ export class Model {
       throw new ShapeError(
         "Model.logits: no logits to read: call forward(tokens) without targets first (a training forward with targets overwrites the logits with their gradient)",
       );
-    return this.acts.get("logits").view([this.B, this.T, this.cfg.vocabSize]) as Tensor<"f32">;
+    return this.#a.get("logits").view([this.B, this.T, this.cfg.vocabSize]) as Tensor<"f32">;
   }
 
   /** Number of parameters (the real tensors, not the arena's alignment padding). */
