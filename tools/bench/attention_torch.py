@@ -9,6 +9,14 @@ plus "cpu", the fastest process CPU seconds of forward + backward:
              (what Hugging Face's eager LlamaAttention does), inputs (B,NH,T,HD) with requires_grad;
   block:     the same plus q/k/v/o projections and rotate-half RoPE.
 Exits with code 3 and a message on stderr if torch is missing.
+
+Memory mode, one fresh process per shape:
+  python3 tools/bench/attention_torch.py --rss B T NH NKV HD [threads]
+prints {"baselineKiB", "peakKiB"}: RSS once torch is imported, its threads set and one tiny
+forward + backward (T=64) has started its thread pool and BLAS buffers, and the whole-process peak
+(VmHWM = getrusage ru_maxrss on Linux) after building q, k, v, dout and the causal mask at T and
+running forward + backward twice, so peak - baseline is what the op needed (allocator retention
+included: that is resident too).
 """
 import json
 import math
@@ -102,7 +110,45 @@ def bench_block(B, T, C, NH, NKV, min_time):
     return fwd_bwd_times(block, (x, *ws, wo), dout, min_time)
 
 
+def proc_memory():
+    """(current RSS, peak RSS) of this process in KiB: /proc/self/status, else getrusage."""
+    try:
+        with open("/proc/self/status") as f:
+            kv = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(kv["VmRSS"].split()[0]), int(kv["VmHWM"].split()[0])
+    except (OSError, KeyError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak, peak
+
+
+def rss(B, T, NH, NKV, HD, threads=1):
+    torch.set_num_threads(threads)
+
+    def run(T, reps):
+        q = torch.randn(B, NH, T, HD, requires_grad=True)
+        k = torch.randn(B, NKV, T, HD, requires_grad=True)
+        v = torch.randn(B, NKV, T, HD, requires_grad=True)
+        dout = torch.randn(B, NH, T, HD)
+        mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+        for _ in range(reps):
+            for t in (q, k, v):
+                t.grad = None
+            attn(q, k, v, NH, NKV, mask).backward(dout)
+
+    # Warm-up at T=64 first: thread pools and BLAS buffers are the runtime's, not this op's.
+    run(64, 1)
+    baseline, _ = proc_memory()
+    run(T, 2)
+    _, peak = proc_memory()
+    print(json.dumps({"baselineKiB": baseline, "peakKiB": peak, "torch": torch.__version__}))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--rss":
+        rss(*(int(a) for a in sys.argv[2:]))
+        return
     req = json.load(sys.stdin)
     torch.set_num_threads(int(req.get("threads", 1)))
     mt = float(req.get("min_time", 0.5))

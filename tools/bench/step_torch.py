@@ -5,6 +5,11 @@ the plain Llama of tools/reference/llama.py. Two ways to run it:
 
   /usr/bin/python3 tools/bench/step_torch.py step --threads 2 --reps 5     # one-off timing
   /usr/bin/python3 tools/bench/step_torch.py --serve --threads 2           # driven by a bench
+  /usr/bin/python3 tools/bench/step_torch.py step --rss --reps 3 --args '{"preset": "tinyllama-15m", "B": 8, "T": 256}'
+
+--rss (run in a fresh process): prints one JSON line {"baselineKiB", "peakKiB"}: the resident set
+once torch is imported and its thread count set, and the whole-process peak (VmHWM, which is
+getrusage's ru_maxrss on Linux) after building the component and running it --reps times.
 
 --serve reads requests from stdin, one JSON object a line ({"component": "step", "reps": 3,
 "args": {...}}), and answers each with one JSON line {"seconds": [wall time per call], "cpu_seconds": [process CPU time
@@ -107,6 +112,28 @@ def timed(run, reps):
     return wall, cpu
 
 
+def proc_memory():
+    """(current RSS, peak RSS) of this process in KiB: /proc/self/status, else getrusage."""
+    try:
+        with open("/proc/self/status") as f:
+            kv = dict(line.split(":", 1) for line in f if ":" in line)
+        return int(kv["VmRSS"].split()[0]), int(kv["VmHWM"].split()[0])
+    except (OSError, KeyError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak, peak
+
+
+def rss(component, args, reps):
+    baseline, _ = proc_memory()
+    run = MAKERS[component](**args)
+    for _ in range(reps):
+        run()
+    _, peak = proc_memory()
+    print(json.dumps({"baselineKiB": baseline, "peakKiB": peak, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
+
+
 def serve():
     cache = {}
     for line in sys.stdin:
@@ -127,13 +154,17 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--rss", action="store_true", help="report baseline and peak RSS of --reps calls (fresh process)")
+    ap.add_argument("--args", default="{}", help="JSON object of the component's arguments")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    if a.serve:
+    if a.rss:
+        rss(a.component, json.loads(a.args), a.reps)
+    elif a.serve:
         print(json.dumps({"ready": True, "torch": torch.__version__, "threads": torch.get_num_threads()}), flush=True)
         serve()
     else:
-        run = MAKERS[a.component]()
+        run = MAKERS[a.component](**json.loads(a.args))
         run()  # warm-up
         secs, cpu = timed(run, a.reps)
         print(json.dumps({"component": a.component, "median_s": sorted(secs)[len(secs) // 2], "seconds": secs, "cpu_seconds": cpu}))

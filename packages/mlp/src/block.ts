@@ -90,8 +90,8 @@ export class MlpBlock {
   }
 
   /**
-   * Saved by forward for backward: the two projections and their SwiGLU product; in bf16 precision
-   * also the bf16 inputs of the matmuls (x and h), which the weight gradients read.
+   * Saved by forward for backward: the two projections; in bf16 precision also the bf16 inputs of
+   * the matmuls (x and h), which the weight gradients read.
    */
   static savedSpecs(cfg: MlpConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
     const { C, H } = dims(cfg, "MlpBlock.savedSpecs");
@@ -99,11 +99,22 @@ export class MlpBlock {
     const specs: TensorSpec[] = [
       { name: "gate", shape: [B, T, H] },
       { name: "up", shape: [B, T, H] },
-      { name: "h", shape: [B, T, H] },
     ];
     if (checkPrecision("MlpBlock.savedSpecs", precision) === "bf16")
       specs.push({ name: "x_bf16", shape: [B, T, C], dtype: "bf16" }, { name: "h_bf16", shape: [B, T, H], dtype: "bf16" });
     return specs;
+  }
+
+  /**
+   * Used within one forward or one backward call (an inference block needs them too), so a model may
+   * map these names to ONE buffer for all layers. "h" = silu(gate) * up is not saved: backward
+   * recomputes it from the saved gate and up with the same kernel (bit-identical values), which
+   * costs one elementwise pass and saves a (B,T,H) tensor per layer, as much as gate or up.
+   */
+  static sharedSpecs(cfg: MlpConfig, B: number, T: number): TensorSpec[] {
+    const { H } = dims(cfg, "MlpBlock.sharedSpecs");
+    checkBT("MlpBlock.sharedSpecs", B, T);
+    return [{ name: "h", shape: [B, T, H] }];
   }
 
   /** Used only inside backward, so a model may map these names to ONE buffer set for all layers. */
@@ -120,9 +131,9 @@ export class MlpBlock {
     return specs;
   }
 
-  /** savedSpecs followed by scratchSpecs: everything `acts` must resolve. */
+  /** savedSpecs, sharedSpecs and scratchSpecs: everything `acts` must resolve. */
   static activationSpecs(cfg: MlpConfig, B: number, T: number, precision: Precision = "fp32"): TensorSpec[] {
-    return [...MlpBlock.savedSpecs(cfg, B, T, precision), ...MlpBlock.scratchSpecs(cfg, B, T, precision)];
+    return [...MlpBlock.savedSpecs(cfg, B, T, precision), ...MlpBlock.sharedSpecs(cfg, B, T), ...MlpBlock.scratchSpecs(cfg, B, T, precision)];
   }
 
   constructor(
@@ -141,7 +152,7 @@ export class MlpBlock {
     if (precision === "bf16" && !tensors.paramsBf16) throw new ShapeError(`${op}: precision "bf16" needs paramsBf16 (bf16 copies of the weights)`);
     this.#pb = precision === "bf16" ? (resolve(op, "paramsBf16", tensors.paramsBf16!, pspecs.map((s) => ({ ...s, dtype: "bf16" as const }))) as Record<MlpParamName, Tensor>) : null;
     // An inference-only block never runs backward, so it needs no backward scratch.
-    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T, precision) : MlpBlock.savedSpecs(cfg, B, T, precision);
+    const aspecs = this.#g ? MlpBlock.activationSpecs(cfg, B, T, precision) : [...MlpBlock.savedSpecs(cfg, B, T, precision), ...MlpBlock.sharedSpecs(cfg, B, T)];
     this.#a = resolve(op, "acts", tensors.acts, aspecs);
   }
 
@@ -227,6 +238,8 @@ export class MlpBlock {
       castF32ToBf16(gb, dy);
       matmulBackwardBf16({ dinp, dweight: g[name] }, gb, xb, pb![name]);
     };
+    // fp32: h is not saved (see sharedSpecs): recompute it exactly as forward did (bf16 saves h_bf16)
+    if (!pb) swigluForward(a.h!, a.gate!, a.up!);
     // out = h Wd^T
     be.zero(a.dh!);
     if (pb) linearBackward(a.dh!, dout, a.h_bf16!, "down_proj.weight");

@@ -21,6 +21,7 @@ import { parseModelConfig, type ModelConfig } from "@tinyllama/config";
 import {
   Arena,
   ShapeError,
+  Tensor,
   accumulate,
   add,
   castF32ToBf16,
@@ -39,7 +40,6 @@ import {
   rmsnormForward,
   type Backend,
   type Precision,
-  type Tensor,
   type TensorSpec,
 } from "@tinyllama/kernels";
 import { MlpBlock, deriveSeed, gaussian } from "@tinyllama/mlp";
@@ -61,9 +61,12 @@ export interface ModelOptions {
   /** false: leave every parameter zero (e.g. to load a checkpoint next). Default true. */
   init?: boolean;
   /**
-   * Rows of logits computed at a time. Default: all B*T (the logits buffer is B*T x V floats)
-   * unless that exceeds 1 GiB. With fewer rows the loss, dlogits and the LM head's backward run
-   * chunk by chunk inside forward(), and logits() is unavailable.
+   * Rows of logits computed at a time. With fewer than B*T rows the loss, dlogits and the LM head's
+   * backward run chunk by chunk inside forward(), and logits() is unavailable. Default
+   * (defaultLogitsRows): a training model keeps all B*T rows while they take at most 64 MiB and
+   * otherwise computes 512 rows at a time (bit-identical results, a fraction of the memory); an
+   * inference model keeps all rows unless they exceed 1 GiB. Pass B*T to read logits() from a
+   * large training model.
    */
   logitsChunk?: number;
   /**
@@ -104,6 +107,8 @@ export class Model {
   readonly #attn: AttentionBlock[];
   readonly #mlp: MlpBlock[];
   readonly #logitsRows: number;
+  /** Activation lookup: the arena's own tensors and the views into its shared pool (see activationSpecs). */
+  readonly #a: { get(name: string): Tensor };
   #state: State = "none";
   #count = 0;
   #freed = false;
@@ -126,12 +131,17 @@ export class Model {
       if (this.paramsBf16) arenas.push(this.paramsBf16);
       this.grads = training ? new Arena(backend, pspecs) : null;
       if (this.grads) arenas.push(this.grads);
-      this.acts = new Arena(backend, activationSpecs(cfg, B, T, logitsRows, training, precision).specs);
-      arenas.push(this.acts);
+      const layout = activationSpecs(cfg, B, T, logitsRows, training, precision);
+      const acts = new Arena(backend, layout.specs);
+      this.acts = acts;
+      arenas.push(acts);
+      const poolAt = acts.offsets.get("scratch.pool")!;
+      const pool = new Map([...layout.pooled].map(([n, { byteOffset, shape, dtype }]) => [n, new Tensor(acts.buffer, poolAt + byteOffset, shape, dtype)]));
+      this.#a = { get: (n) => pool.get(n) ?? acts.get(n) };
       this.#parameters = pspecs.map((s) => ({ name: s.name, tensor: this.#params.get(s.name) as Tensor<"f32"> }));
       const rope = { cos: this.acts.get("rope.cos"), sin: this.acts.get("rope.sin") };
       fillRope(rope, cfg);
-      const p = this.#params, pb = this.paramsBf16, g = this.grads, a = this.acts;
+      const p = this.#params, pb = this.paramsBf16, g = this.grads, a = this.#a;
       const saved = new Set(AttentionBlock.savedSpecs(cfg, B, T, precision).map((s) => s.name));
       const msaved = new Set(MlpBlock.savedSpecs(cfg, B, T, precision).map((s) => s.name));
       this.#attn = [];
@@ -183,7 +193,7 @@ export class Model {
     const training = opts.training ?? true;
     const precision = checkPrecision("Model.plan", opts.precision ?? (opts.backend ? defaultPrecision(opts.backend.kind) : "fp32"));
     const N = opts.B * opts.T;
-    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T), N);
+    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T, training), N);
     const params = Arena.plan(parameterSpecs(cfg)).bytes;
     const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training, precision).specs).bytes;
     return { params, paramsBf16: precision === "bf16" ? params / 2 : 0, grads: training ? params : 0, acts, logitsRows: rows, precision };
@@ -198,7 +208,7 @@ export class Model {
     const { B, T } = opts;
     checkBatchShape(cfg, B, T);
     const N = B * T;
-    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T);
+    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T, opts.training ?? true);
     if (!Number.isInteger(rows) || rows <= 0) throw new ShapeError(`Model.create: logitsChunk must be a positive integer, got ${rows}`);
     const seed = opts.seed ?? 1;
     if (!Number.isInteger(seed)) throw new ShapeError(`Model.create: seed must be an integer, got ${seed}`);
@@ -301,16 +311,18 @@ export class Model {
     const tgt = targets ? this.#ids(op, "targets", targets, true) : null;
     this.#state = "none";
     if (this.paramsBf16 && this.#bf16Stale) this.syncBf16();
-    const a = this.acts, p = this.#params, be = this.backend;
+    const a = this.#a, p = this.#params, be = this.backend;
     const tokT = a.get("tokens");
     tokT.write(tok);
     const eps = cfg.normEps;
 
     embeddingForward(a.get(cfg.nLayers > 0 ? "layers.0.x" : "final.x"), tokT, p.get("model.embed_tokens.weight"));
     const out = a.get("scratch.out");
+    // ln1 and ln2 share one buffer: backward recomputes them (see activationSpecs)
+    const ln1 = a.get("scratch.ln"), ln2 = ln1;
     for (let i = 0; i < cfg.nLayers; i++) {
       const l = `layers.${i}.`, pre = layerPrefix(i);
-      const x = a.get(`${l}x`), xmid = a.get(`${l}xmid`), ln1 = a.get(`${l}ln1`), ln2 = a.get(`${l}ln2`);
+      const x = a.get(`${l}x`), xmid = a.get(`${l}xmid`);
       const next = a.get(i + 1 < cfg.nLayers ? `layers.${i + 1}.x` : "final.x");
       rmsnormForward(ln1, a.get(`${l}rstd1`), x, p.get(`${pre}input_layernorm.weight`), eps);
       this.#attn[i]!.forward(out, ln1);
@@ -369,7 +381,7 @@ export class Model {
 
   /** dlnf (rows, C) += dlogits @ W; dW += dlogits^T @ lnf[r0 : r0+rows], in this model's precision. */
   #headBackward(dlnf: Tensor, dW: Tensor, dlogits: Tensor, r0: number, rows: number): void {
-    const a = this.acts, C = this.cfg.dim;
+    const a = this.#a, C = this.cfg.dim;
     if (this.paramsBf16) {
       const dlb = a.get("scratch.dlogits_bf16").rows(0, rows);
       castF32ToBf16(dlb, dlogits);
@@ -394,9 +406,11 @@ export class Model {
     if (this.#state !== "loss") throw new ShapeError(`${op}: call forward(tokens, targets) first: backward needs the loss of a forward pass with targets`);
     const { B, T, cfg } = this;
     const N = B * T, C = cfg.dim;
-    const a = this.acts, p = this.#params, be = this.backend;
-    const dres = a.get("scratch.dres"), dln = a.get("scratch.dln");
-    // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW)
+    const a = this.#a, p = this.#params, be = this.backend;
+    const dres = a.get("scratch.dres"), dln = a.get("scratch.dln"), ln = a.get("scratch.ln");
+    const eps = cfg.normEps;
+    // LM head: dlogits sit in the logits buffer (or, chunked, forward already produced dlnf and a staged dW).
+    // Both live in the pool under the layer buffers: consume them before writing anything else.
     if (this.#logitsRows < N) accumulate(g.get("lm_head.weight"), a.get("scratch.dlm_head"));
     else {
       be.zero(dln);
@@ -406,15 +420,19 @@ export class Model {
     rmsnormBackward({ dinp: dres, dweight: g.get("model.norm.weight") }, dln, a.get("final.x"), p.get("model.norm.weight"), a.get("final.rstd"));
     for (let i = cfg.nLayers - 1; i >= 0; i--) {
       const l = `layers.${i}.`, pre = layerPrefix(i);
-      // x_out = xmid + mlp(norm(xmid)): dres already carries the residual path; add the branch's
+      // x_out = xmid + mlp(norm(xmid)): dres already carries the residual path; add the branch's.
+      // The blocks' input (scratch.ln) holds the last layer's norm: recompute this layer's, exactly
+      // as forward computed it (rstd is rewritten with the same values).
+      const wpost = `${pre}post_attention_layernorm.weight`;
+      rmsnormForward(ln, a.get(`${l}rstd2`), a.get(`${l}xmid`), p.get(wpost), eps);
       be.zero(dln);
       this.#mlp[i]!.backward(dln, dres);
-      const wpost = `${pre}post_attention_layernorm.weight`;
       rmsnormBackward({ dinp: dres, dweight: g.get(wpost) }, dln, a.get(`${l}xmid`), p.get(wpost), a.get(`${l}rstd2`));
       // xmid = x + attn(norm(x))
+      const win = `${pre}input_layernorm.weight`;
+      rmsnormForward(ln, a.get(`${l}rstd1`), a.get(`${l}x`), p.get(win), eps);
       be.zero(dln);
       this.#attn[i]!.backward(dln, dres);
-      const win = `${pre}input_layernorm.weight`;
       rmsnormBackward({ dinp: dres, dweight: g.get(win) }, dln, a.get(`${l}x`), p.get(win), a.get(`${l}rstd1`));
     }
     embeddingBackward(g.get("model.embed_tokens.weight"), dres, a.get("tokens"));
@@ -431,7 +449,7 @@ export class Model {
       throw new ShapeError(
         "Model.logits: no logits to read: call forward(tokens) without targets first (a training forward with targets overwrites the logits with their gradient)",
       );
-    return this.acts.get("logits").view([this.B, this.T, this.cfg.vocabSize]) as Tensor<"f32">;
+    return this.#a.get("logits").view([this.B, this.T, this.cfg.vocabSize]) as Tensor<"f32">;
   }
 
   /** Number of parameters (the real tensors, not the arena's alignment padding). */

@@ -91,6 +91,29 @@ describe("Model training", () => {
     }
   }, 120_000);
 
+  test("logits in chunks of 256 rows (the matmul's K block; the training default is 512) give bit-identical loss and gradients", () => {
+    // 512 rows: two chunks. 256 is the CPU matmul's K block, so the LM head's weight gradient adds the
+    // same partial sums in the same order either way; this fails if that stops being true.
+    const cfg = { ...getPreset("micro"), dim: 96, hiddenDim: 256 };
+    const B = 8, T = 64;
+    const tokens = batch(B * T, cfg.vocabSize, 5), targets = batch(B * T, cfg.vocabSize, 6);
+    targets[300] = -100;
+    const run = (logitsChunk: number) => {
+      const m = Model.create(cfg, { B, T, seed: 4, logitsChunk });
+      try {
+        const loss = m.forward(tokens, targets);
+        m.backward();
+        return { loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) };
+      } finally {
+        m.free();
+      }
+    };
+    const whole = run(B * T), chunked = run(256);
+    expect(chunked.loss).toBe(whole.loss);
+    expect(chunked.grads.equals(whole.grads)).toBe(true);
+    expect(whole.grads.some((v) => v !== 0)).toBe(true);
+  }, 120_000);
+
   test("initialisation follows TinyLlama (std per tensor kind, gains 1) and the seed", () => {
     const cfg = { ...getPreset("micro"), nLayers: 3 };
     const a = Model.create(cfg, { B: 1, T: 4, seed: 11, training: false });
@@ -145,7 +168,12 @@ describe("Model training", () => {
     // 1.1B at B=8, T=2048: the (16384, 32000) logits would be 2 GiB, so they are chunked by default
     const big = Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048 });
     expect(big.params).toBeGreaterThanOrEqual(4 * 1_100_048_384);
-    expect(big.logitsRows).toBe(Math.floor((256 << 20) / (32000 * 4))); // 256 MiB of rows
+    expect(big.logitsRows).toBe(512); // training: 512-row chunks (62.5 MiB at V = 32000)
+    expect(Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048, training: false }).logitsRows).toBe(Math.floor((256 << 20) / (32000 * 4)));
+    // 15M at B=8, T=256: 250 MiB of logits is chunked when training, kept whole for inference
+    expect(Model.plan(getPreset("tinyllama-15m"), { B: 8, T: 256 }).logitsRows).toBe(512);
+    expect(Model.plan(getPreset("tinyllama-15m"), { B: 8, T: 256, training: false }).logitsRows).toBe(2048);
+    expect(Model.plan(getPreset("tinyllama-15m"), { B: 8, T: 256, logitsChunk: 2048 }).logitsRows).toBe(2048);
     expect(Model.plan(getPreset("tinyllama-1.1b"), { B: 1, T: 2048, training: false }).grads).toBe(0);
   }, 120_000);
 

@@ -8,6 +8,7 @@
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 
 const STEPS = Number(process.argv[2] ?? 8);
 const ROOT = resolve(import.meta.dir, "../../..");
@@ -53,3 +54,9 @@ console.log("|---|---:|");
 console.log(`| 1 process x 2 threads | ${oneByTwo.toFixed(0)} |`);
 console.log(`| 2 processes x 1 thread (mpirun, gradients all-reduced) | ${twoByOne === null ? "skipped: mpirun not found (apt-get install openmpi-bin libopenmpi-dev)" : twoByOne.toFixed(0)} |`);
 if (twoByOne !== null) console.log(`\nratio 2x1 / 1x2: ${(twoByOne / oneByTwo).toFixed(2)}`);
+
+const base = { component: "data parallel", unit: "tok/s", peer: null, peerName: null, higherIsBetter: true } as const;
+const rows: BenchRow[] = [{ ...base, case: `15M 8x256 tokens/step, 1 process x 2 threads (${STEPS} steps)`, ours: oneByTwo }];
+if (twoByOne !== null)
+  rows.push({ ...base, case: `15M 8x256 tokens/step, 2 processes x 1 thread, mpirun (${STEPS} steps)`, ours: twoByOne, note: `${(twoByOne / oneByTwo).toFixed(2)}x 1 process x 2 threads` });
+reportRows(rows);

@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { defaultTrainConfig, getPreset, parameterCount, type ModelConfig } from "@tinyllama/config";
 import { getBackend } from "@tinyllama/kernels";
 import { profileTraining } from "@tinyllama/trainer";
+import { reportRows, type BenchRow } from "../../../tools/bench/harness.ts";
 
 const STEPS = Number(process.argv[2] ?? 2);
 const be = getBackend();
@@ -33,6 +34,10 @@ function tokPerS(cfg: ModelConfig, B: number, T: number): { tps: number; gflops:
 }
 
 const row = (cells: (string | number)[]) => console.log(`| ${cells.join(" | ")} |`);
+/** Scoreboard rows (no peer: these are our own tokens/s against T, size and threads). */
+const rows: BenchRow[] = [];
+const scoreRow = (c: string, r: { tps: number; gflops: number }, note?: string) =>
+  rows.push({ component: "training scaling", case: c, unit: "tok/s", ours: r.tps, peer: null, peerName: null, higherIsBetter: true, gflops: r.gflops, ...(note ? { note } : {}) });
 be.threads = 2;
 
 console.log(`\n### tokens/s against T (15M shapes, context 2048, ${be.threads} threads, B x T = 2048 tokens per step)\n`);
@@ -42,6 +47,7 @@ const long = { ...getPreset("tinyllama-15m"), maxSeqLen: 2048 };
 for (const T of [256, 512, 1024, 2048]) {
   const r = tokPerS(long, 2048 / T, T);
   row([T, 2048 / T, r.tps.toFixed(0), r.gflops.toFixed(1)]);
+  scoreRow(`15M shapes T=${T} B=${2048 / T}, ${be.threads} threads`, r);
 }
 
 console.log(`\n### tokens/s against model size (T = 256, B = 8, ${be.threads} threads)\n`);
@@ -52,6 +58,7 @@ for (const name of ["micro", "tinyllama-15m", "tinyllama-42m", "tinyllama-110m"]
   const T = Math.min(256, cfg.maxSeqLen);
   const r = tokPerS(cfg, 8, T);
   row([name, (parameterCount(cfg) / 1e6).toFixed(1) + "M", r.tps.toFixed(0), r.gflops.toFixed(1)]);
+  scoreRow(`${name} (${(parameterCount(cfg) / 1e6).toFixed(1)}M params) B=8 T=${T}, ${be.threads} threads`, r);
 }
 
 console.log("\n### 1 thread against 2 (15M preset, B = 8, T = 256)\n");
@@ -63,3 +70,6 @@ be.threads = 2;
 const two = tokPerS(getPreset("tinyllama-15m"), 8, 256);
 row([1, one.tps.toFixed(0), one.gflops.toFixed(1), "1.00x"]);
 row([2, two.tps.toFixed(0), two.gflops.toFixed(1), `${(two.tps / one.tps).toFixed(2)}x`]);
+scoreRow("15M B=8 T=256, 1 thread", one);
+scoreRow("15M B=8 T=256, 2 threads", two, `${(two.tps / one.tps).toFixed(2)}x the 1-thread rate`);
+reportRows(rows);
