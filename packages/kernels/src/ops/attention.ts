@@ -48,28 +48,20 @@ function overlaps(a: Tensor, b: Tensor): boolean {
 
 /** out (B,T,NH,HD) = softmax(q k^T / sqrt(HD) + causal mask) v; lse (B,NH,T) is saved for backward. */
 export function attentionForward(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor): void {
-  const op = "attention_forward";
-  const be = chk.sameBackend(op, { out, lse, q, k, v });
-  for (const [n, t] of Object.entries({ out, lse, q, k, v })) chk.dtype(op, n, t, "f32");
-  const d = dims(op, q, k, v);
-  same(op, "out", out, "q", q);
-  lseShape(op, lse, q, d);
-  for (const [n, t] of Object.entries({ q, k, v }))
-    if (overlaps(out, t) || overlaps(lse, t)) throw new ShapeError(`${op}: outputs 'out'/'lse' overlap the input '${n}' ${fmtShape(t.shape)}`);
-  if (overlaps(out, lse)) throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} and 'lse' ${fmtShape(lse.shape)} overlap`);
-  if (q.numel === 0 || k.numel === 0) return;
-  be.check(op, be.lib.tl_attention_forward(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
+  forward("attention_forward", "f32", out, lse, q, k, v);
 }
 
 /**
  * The forward of a bf16 step: out (B,T,NH,HD) bf16 and lse (B,NH,T) fp32 from bf16 q, k, v, with
- * fp32 scores, softmax and accumulation (tensor cores on CUDA). Its lse serves attentionBackward
- * on fp32 copies of the inputs.
+ * fp32 scores, softmax and accumulation (tensor cores on CUDA); attentionBackwardBf16 is its backward.
  */
 export function attentionForwardBf16(out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor): void {
-  const op = "attention_forward_bf16";
+  forward("attention_forward_bf16", "bf16", out, lse, q, k, v);
+}
+
+function forward(op: string, dtype: "f32" | "bf16", out: Tensor, lse: Tensor, q: Tensor, k: Tensor, v: Tensor): void {
   const be = chk.sameBackend(op, { out, lse, q, k, v });
-  for (const [n, t] of Object.entries({ out, q, k, v })) chk.dtype(op, n, t, "bf16");
+  for (const [n, t] of Object.entries({ out, q, k, v })) chk.dtype(op, n, t, dtype);
   chk.dtype(op, "lse", lse, "f32");
   const d = dims(op, q, k, v);
   same(op, "out", out, "q", q);
@@ -78,7 +70,8 @@ export function attentionForwardBf16(out: Tensor, lse: Tensor, q: Tensor, k: Ten
     if (overlaps(out, t) || overlaps(lse, t)) throw new ShapeError(`${op}: outputs 'out'/'lse' overlap the input '${n}' ${fmtShape(t.shape)}`);
   if (overlaps(out, lse)) throw new ShapeError(`${op}: 'out' ${fmtShape(out.shape)} and 'lse' ${fmtShape(lse.shape)} overlap`);
   if (q.numel === 0 || k.numel === 0) return;
-  be.check(op, be.lib.tl_attention_forward_bf16(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
+  const fn = dtype === "f32" ? be.lib.tl_attention_forward : be.lib.tl_attention_forward_bf16;
+  be.check(op, fn(out.ptr(op), lse.ptr(op), q.ptr(op), k.ptr(op), v.ptr(op), d.B, d.T, d.NH, d.NKV, d.HD));
 }
 
 /** dq (B,T,NH,HD), dk, dv (B,T,NKV,HD) += gradients of attention given dout, the inputs, out and lse. */
