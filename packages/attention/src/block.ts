@@ -21,7 +21,7 @@ import {
   checkPrecision,
   fmtShape,
   matmulBackward,
-  matmulBackwardBf16,
+  matmulBackwardBf16FromF32,
   matmulForward,
   matmulForwardBf16,
   ropeBackward,
@@ -267,11 +267,8 @@ export class AttentionBlock {
     const flatQ = [B, T, NH * HD], flatKV = [B, T, NKV * HD];
     const pb = this.#pb;
     // bf16: dy (fp32) -> bf16 in the shared scratch, then dinp (fp32) += dy W, dW (fp32) += dy^T x_bf16
-    const linearBackward = (dinp: Tensor, dy: Tensor, xb: Tensor, name: ParamName): void => {
-      const gb = a.g_bf16!.rows(0, dy.numel).view(dy.shape);
-      castF32ToBf16(gb, dy);
-      matmulBackwardBf16({ dinp, dweight: g[name] }, gb, xb, pb![name]);
-    };
+    const linearBackward = (dinp: Tensor, dy: Tensor, xb: Tensor, name: ParamName): void =>
+      matmulBackwardBf16FromF32({ dinp, dweight: g[name] }, dy, xb, pb![name], a.g_bf16!);
     // out = att Wo^T
     be.zero(a.datt!);
     if (pb) linearBackward(a.datt!.view(flatQ), dout, a.att_bf16!, "o_proj.weight");

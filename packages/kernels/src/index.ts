@@ -21,6 +21,7 @@ export {
   castBf16ToF32,
   matmulForwardBf16,
   matmulBackwardBf16,
+  matmulBackwardBf16FromF32,
   adamwStepBf16,
   bf16ToNumber,
   numberToBf16,

@@ -7,6 +7,7 @@ import {
   castF32ToBf16,
   getBackend,
   matmulBackwardBf16,
+  matmulBackwardBf16FromF32,
   matmulForward,
   openBackend,
   matmulForwardBf16,
@@ -179,6 +180,23 @@ describe("bf16 matmul with fp32 results (the model's bf16 mode)", () => {
     } finally {
       be.threads = before;
     }
+  });
+});
+
+describe("bf16 Linear backward from an fp32 output gradient", () => {
+  test("equals rounding dout to bf16 and calling matmulBackwardBf16; a short or fp32 scratch throws", () => {
+    const be = getBackend();
+    const N = 5, C = 33, OC = 7, rng = mulberry32(77);
+    const x = bf16Tensor(be, toBf16(randn(N * C, rng)), [N, C]), w = bf16Tensor(be, toBf16(randn(OC * C, rng)), [OC, C]);
+    const G = randn(N * OC, rng), dout = be.fromArray(G, [N, OC]);
+    const dx = be.fromArray(new Float32Array(N * C).fill(0.5), [N, C]), dw = be.fromArray(new Float32Array(OC * C), [OC, C]);
+    matmulBackwardBf16FromF32({ dinp: dx, dweight: dw }, dout, x, w, be.tensor([2 * N * OC], "bf16"));
+    const dx2 = be.fromArray(new Float32Array(N * C).fill(0.5), [N, C]), dw2 = be.fromArray(new Float32Array(OC * C), [OC, C]);
+    matmulBackwardBf16({ dinp: dx2, dweight: dw2 }, bf16Tensor(be, toBf16(G), [N, OC]), x, w);
+    expect(Array.from(dx.read() as Float32Array)).toEqual(Array.from(dx2.read() as Float32Array));
+    expect(Array.from(dw.read() as Float32Array)).toEqual(Array.from(dw2.read() as Float32Array));
+    expect(() => matmulBackwardBf16FromF32({ dinp: dx }, dout, x, w, be.tensor([N * OC - 1], "bf16"))).toThrow(/'scratch' .* fewer than the 35 elements/);
+    expect(() => matmulBackwardBf16FromF32({ dinp: dx }, dout, x, w, be.tensor([N * OC]))).toThrow(ShapeError);
   });
 });
 

@@ -16,7 +16,7 @@ import {
   checkPrecision,
   fmtShape,
   matmulBackward,
-  matmulBackwardBf16,
+  matmulBackwardBf16FromF32,
   matmulForward,
   matmulForwardBf16,
   swigluBackward,
@@ -233,11 +233,8 @@ export class MlpBlock {
     this.#io(op, "dout", dout, "dx", dx);
     const p = this.#p, a = this.#a, be = dx.backend, pb = this.#pb;
     // bf16: dy (fp32) -> bf16 in the shared scratch, then dinp (fp32) += dy W, dW (fp32) += dy^T x_bf16
-    const linearBackward = (dinp: Tensor, dy: Tensor, xb: Tensor, name: MlpParamName): void => {
-      const gb = a.g_bf16!.rows(0, dy.numel).view(dy.shape);
-      castF32ToBf16(gb, dy);
-      matmulBackwardBf16({ dinp, dweight: g[name] }, gb, xb, pb![name]);
-    };
+    const linearBackward = (dinp: Tensor, dy: Tensor, xb: Tensor, name: MlpParamName): void =>
+      matmulBackwardBf16FromF32({ dinp, dweight: g[name] }, dy, xb, pb![name], a.g_bf16!);
     // fp32: h is not saved (see sharedSpecs): recompute it exactly as forward did (bf16 saves h_bf16)
     if (!pb) swigluForward(a.h!, a.gate!, a.up!);
     // out = h Wd^T

@@ -33,7 +33,7 @@ import {
   fmtShape,
   getBackend,
   matmulBackward,
-  matmulBackwardBf16,
+  matmulBackwardBf16FromF32,
   matmulForward,
   matmulForwardBf16,
   rmsnormBackward,
@@ -383,9 +383,8 @@ export class Model {
   #headBackward(dlnf: Tensor, dW: Tensor, dlogits: Tensor, r0: number, rows: number): void {
     const a = this.#a, C = this.cfg.dim;
     if (this.paramsBf16) {
-      const dlb = a.get("scratch.dlogits_bf16").rows(0, rows);
-      castF32ToBf16(dlb, dlogits);
-      matmulBackwardBf16({ dinp: dlnf, dweight: dW }, dlb, a.get("final.ln_bf16").rows(r0, rows), this.paramsBf16.get("lm_head.weight"));
+      const ln = a.get("final.ln_bf16").rows(r0, rows);
+      matmulBackwardBf16FromF32({ dinp: dlnf, dweight: dW }, dlogits, ln, this.paramsBf16.get("lm_head.weight"), a.get("scratch.dlogits_bf16"));
     } else matmulBackward({ dinp: dlnf, dweight: dW }, dlogits, a.get("final.ln").view([this.B * this.T, C]).rows(r0, rows), this.#params.get("lm_head.weight"));
   }
 

@@ -83,6 +83,26 @@ export function matmulBackwardBf16(
   be.check(op, fn(dinp ? dinp.ptr(op) : null, dweight ? dweight.ptr(op) : null, dout.ptr(op), inp.ptr(op), weight.ptr(op), N, C, OC));
 }
 
+/**
+ * The bf16 Linear backward from an fp32 output gradient (the model's bf16 mode): dout is rounded
+ * into `scratch` (bf16, at least dout.numel elements; overwritten), then matmulBackwardBf16.
+ */
+export function matmulBackwardBf16FromF32(
+  grads: { dinp?: Tensor | null; dweight?: Tensor | null },
+  dout: Tensor,
+  inp: Tensor,
+  weight: Tensor,
+  scratch: Tensor,
+): void {
+  const op = "matmul_backward_bf16";
+  chk.dtype(op, "scratch", scratch, "bf16");
+  if (scratch.numel < dout.numel)
+    throw new ShapeError(`${op}: 'scratch' ${fmtShape(scratch.shape)} holds fewer than the ${dout.numel} elements of 'dout' ${fmtShape(dout.shape)}`);
+  const db = scratch.view([scratch.numel]).rows(0, dout.numel).view(dout.shape);
+  castF32ToBf16(db, dout);
+  matmulBackwardBf16(grads, db, inp, weight);
+}
+
 export interface AdamWBf16Options {
   lr: number;
   beta1: number;
