@@ -3,10 +3,12 @@
  * `k<<<grid, block[, smem]>>>(args)` becomes `tl_emu_launch(tl_emu_cfg(grid, block[, smem]), k, args)`
  * and `extern __shared__` becomes the emulator's per-block buffer; everything else is the real
  * source, compiled by g++ against the emulator's small cuda_runtime.h. Cached by source hash.
+ * Test-only .cu fixtures (test/cuda/*.cu) are built the same way into their own library.
  */
+import { dlopen, FFIType } from "bun:ffi";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { findCCompiler, kernelsDir } from "@tinyllama/kernels";
 
 export function translateCuda(src: string): string {
@@ -16,37 +18,28 @@ export function translateCuda(src: string): string {
   return out;
 }
 
-/** Path of the emulated CUDA library (same ABI as libtinyllama_cuda.so), building it if needed. */
-export function buildEmulatedCudaLibrary(): string {
+/** A source file and where its translation goes under the build's src/ (.cu files become .cpp units). */
+type Source = { from: string; to: string };
+
+/** Translates `sources`, compiles the .cu ones with the emulator runtime into `libName`; cached by hash. */
+function buildEmulated(prefix: string, libName: string, sources: Source[]): string {
   const kdir = kernelsDir();
-  const cudaDir = join(kdir, "cuda"), emuDir = join(cudaDir, "emu");
-  const files = [
-    ...readdirSync(cudaDir).filter((f) => /\.(cu|cuh|h)$/.test(f)).map((f) => join(cudaDir, f)),
-    ...readdirSync(join(emuDir, "include")).map((f) => join(emuDir, "include", f)),
-    join(emuDir, "cuda_emu.cpp"),
-    join(kdir, "include", "tinyllama.h"),
-  ].sort();
+  const emuDir = join(kdir, "cuda", "emu");
+  const runtime = [...readdirSync(join(emuDir, "include")).map((f) => join(emuDir, "include", f)), join(emuDir, "cuda_emu.cpp")].sort();
   const cxx = process.env.CXX ?? (Bun.which("g++") ? "g++" : findCCompiler());
   const h = createHash("sha256").update(cxx);
-  for (const f of files) h.update(f.slice(kdir.length)).update(readFileSync(f));
-  const out = join(process.env.TINYLLAMA_BUILD_DIR ?? join(kdir, "build"), `cuda-emu-${h.digest("hex").slice(0, 16)}`);
-  const lib = join(out, "libtinyllama_cuda_emu.so");
+  for (const f of runtime) h.update(f.slice(kdir.length)).update(readFileSync(f));
+  for (const s of [...sources].sort((a, b) => (a.to < b.to ? -1 : 1))) h.update(s.to).update(readFileSync(s.from));
+  const out = join(process.env.TINYLLAMA_BUILD_DIR ?? join(kdir, "build"), `${prefix}-${h.digest("hex").slice(0, 16)}`);
+  const lib = join(out, libName);
   if (existsSync(lib)) return lib;
 
-  const srcDir = join(out, "src", "cuda");
-  mkdirSync(join(out, "src", "include"), { recursive: true });
-  mkdirSync(srcDir, { recursive: true });
-  writeFileSync(join(out, "src", "include", "tinyllama.h"), readFileSync(join(kdir, "include", "tinyllama.h")));
   const units: string[] = [];
-  for (const f of readdirSync(cudaDir)) {
-    if (!/\.(cu|cuh|h)$/.test(f)) continue;
-    const text = readFileSync(join(cudaDir, f), "utf8");
-    if (f.endsWith(".cuh") || f.endsWith(".h")) writeFileSync(join(srcDir, f), translateCuda(text));
-    else if (f.endsWith(".cu")) {
-      const unit = join(srcDir, f.replace(/\.cu$/, ".cpp"));
-      writeFileSync(unit, translateCuda(text));
-      units.push(unit);
-    }
+  for (const s of sources) {
+    const dst = join(out, "src", s.to.replace(/\.cu$/, ".cpp"));
+    mkdirSync(dirname(dst), { recursive: true });
+    writeFileSync(dst, translateCuda(readFileSync(s.from, "utf8")));
+    if (s.to.endsWith(".cu")) units.push(dst);
   }
   const tmp = `${lib}.${process.pid}.tmp`;
   const cmd = [cxx, "-std=c++17", "-O1", "-g", "-fPIC", "-shared", "-w", "-DTL_CUDA_EMU", "-I", join(emuDir, "include"), "-o", tmp, ...units.sort(), join(emuDir, "cuda_emu.cpp"), "-ldl"];
@@ -57,4 +50,45 @@ export function buildEmulatedCudaLibrary(): string {
   }
   renameSync(tmp, lib);
   return lib;
+}
+
+/** Path of the emulated CUDA library (same ABI as libtinyllama_cuda.so), building it if needed. */
+export function buildEmulatedCudaLibrary(): string {
+  const kdir = kernelsDir();
+  const cudaDir = join(kdir, "cuda");
+  const sources = readdirSync(cudaDir)
+    .filter((f) => /\.(cu|cuh|h)$/.test(f))
+    .map((f) => ({ from: join(cudaDir, f), to: join("cuda", f) }));
+  // the kernels include "../include/tinyllama.h"
+  sources.push({ from: join(kdir, "include", "tinyllama.h"), to: join("include", "tinyllama.h") });
+  return buildEmulated("cuda-emu", "libtinyllama_cuda_emu.so", sources);
+}
+
+/** Path of a library built from one self-contained test fixture (e.g. test/cuda/race.cu) on the emulator. */
+export function buildEmulatedFixture(cuFile: string): string {
+  const name = basename(cuFile).replace(/\.cu$/, "");
+  return buildEmulated(`cuda-emu-${name}`, `lib${name}.so`, [{ from: cuFile, to: basename(cuFile) }]);
+}
+
+/** The order the emulator runs threads and blocks in (kernels/cuda/emu/README.md). */
+export type EmuSchedule = "forward" | "reverse" | "shuffle" | `shuffle:${number}`;
+
+const setters = new Map<string, (spec: Buffer) => number>();
+/**
+ * Sets the schedule of an emulator library (this process; it overrides TL_EMU_SCHEDULE).
+ * Every library has its own emulator, so this affects only launches through `lib`.
+ */
+export function setEmuSchedule(lib: string, spec: EmuSchedule): void {
+  let set = setters.get(lib);
+  if (!set) {
+    const { symbols } = dlopen(lib, { tl_emu_set_schedule: { args: [FFIType.ptr], returns: FFIType.i32 } });
+    set = (s: Buffer) => symbols.tl_emu_set_schedule(s);
+    setters.set(lib, set);
+  }
+  if (set(Buffer.from(`${spec}\0`)) !== 0) throw new Error(`cuda-emu: bad schedule "${spec}" (forward, reverse, shuffle or shuffle:<seed>)`);
+}
+
+/** The schedule TL_EMU_SCHEDULE asks for (what tests restore after switching), default forward. */
+export function envEmuSchedule(): EmuSchedule {
+  return (process.env.TL_EMU_SCHEDULE || "forward") as EmuSchedule;
 }

@@ -2,10 +2,13 @@
  * block are ucontext coroutines switched at __syncthreads and warp shuffles (real barriers).
  * A barrier that cannot complete (some threads exited or took another path) stops the launch
  * with an error naming the barrier kind, instead of hanging. Allocations are filled with 0xFF
- * bytes (NaN as floats), so reading memory no kernel or upload wrote shows up in the results. */
+ * bytes (NaN as floats), so reading memory no kernel or upload wrote shows up in the results.
+ * TL_EMU_SCHEDULE picks the order threads and blocks run in (forward, reverse, shuffle[:seed]),
+ * so a missing barrier that the default thread order hides shows up under another order (README). */
 #include "include/cuda_runtime.h"
 
 #include <stdio.h>
+#include <numeric>
 #include <ucontext.h>
 #include <vector>
 
@@ -137,6 +140,95 @@ void tl_emu_syncwarp(void) { warp_barrier(); }
 
 void *tl_emu_dyn_smem(void) { return dyn.data(); }
 
+/* ---- schedule perturbation (TL_EMU_SCHEDULE; kernels/cuda/emu/README.md) ----
+ * forward: blocks in grid order, threads 0..n-1 in every round (the default, as fast as before).
+ * reverse: blocks last to first, threads n-1..0 (lanes within each warp reversed too).
+ * shuffle[:seed]: blocks in a random order, and a fresh random thread order for every round;
+ * seeded per block, so a launch's schedule does not depend on the launches before it.
+ * Read from the environment at the first launch; tl_emu_set_schedule changes it later. */
+namespace {
+enum Order { FORWARD, REVERSE, SHUFFLE };
+Order order = FORWARD;
+uint64_t order_seed = 1;
+bool order_read = false, order_bad = false;
+std::vector<int> perm;         /* threads in the order one round visits them */
+std::vector<uint32_t> bperm;   /* block linear indices in the order they run (shuffle) */
+uint64_t rng_state;
+
+uint64_t splitmix64(uint64_t &s) {
+  uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+/* uniform in [0, n) (the modulo bias is irrelevant here) */
+uint32_t rand_below(uint64_t n) { return (uint32_t)(splitmix64(rng_state) % n); }
+
+/* "forward" | "reverse" | "shuffle" | "shuffle:<seed>" (empty = forward); false if malformed. */
+bool parse_order(const char *s, Order *o, uint64_t *seed) {
+  if (!s || !*s || !strcmp(s, "forward")) return *o = FORWARD, true;
+  if (!strcmp(s, "reverse")) return *o = REVERSE, true;
+  if (strncmp(s, "shuffle", 7)) return false;
+  *o = SHUFFLE;
+  *seed = 1;
+  if (!s[7]) return true;
+  if (s[7] != ':' || !s[8]) return false;
+  char *end;
+  *seed = strtoull(s + 8, &end, 10);
+  return *end == 0;
+}
+
+/* Block order: shuffle stores a random permutation, or for huge grids uses a random affine one
+ * (k -> (a k + c) mod n with gcd(a, n) = 1). */
+uint64_t amul = 1, aadd = 0;
+const uint64_t MAX_BPERM = 1u << 20;
+void plan_blocks(uint64_t n) {
+  if (order != SHUFFLE) return;
+  rng_state = order_seed ^ (0x5851f42d4c957f2dull * n);
+  if (n <= MAX_BPERM) {
+    bperm.resize(n);
+    for (uint64_t i = 0; i < n; i++) bperm[i] = (uint32_t)i;
+    for (uint64_t i = n - 1; i > 0; i--) std::swap(bperm[i], bperm[rand_below(i + 1)]);
+  } else {
+    do amul = 1 + splitmix64(rng_state) % (n - 1);
+    while (std::gcd(amul, n) != 1);
+    aadd = splitmix64(rng_state) % n;
+  }
+}
+/* Linear index of the k-th block to run. */
+uint64_t block_at(uint64_t k, uint64_t n) {
+  if (order == FORWARD) return k;
+  if (order == REVERSE) return n - 1 - k;
+  if (n <= MAX_BPERM) return bperm[k];
+  return (uint64_t)(((unsigned __int128)amul * k + aadd) % n);
+}
+/* Thread orders within a block depend only on the seed and the block, not on earlier launches. */
+void seed_block(uint64_t lin) {
+  if (order != SHUFFLE) return;
+  rng_state = order_seed * 0x9e3779b97f4a7c15ull + lin;
+  splitmix64(rng_state);
+}
+
+/* Thread visiting order for the next round. */
+void next_round_order() {
+  if (order != SHUFFLE) return; /* forward / reverse: fixed at launch */
+  for (int i = nthreads - 1; i > 0; i--) std::swap(perm[i], perm[rand_below((uint64_t)i + 1)]);
+}
+}  // namespace
+
+/* Sets the schedule (see above); returns 0, or -1 and leaves it unchanged if spec is malformed.
+ * For tests that switch orders within one process (test/cuda/). */
+extern "C" int tl_emu_set_schedule(const char *spec) {
+  Order o = FORWARD;
+  uint64_t seed = 1;
+  if (!parse_order(spec, &o, &seed)) return -1;
+  order = o;
+  order_seed = seed;
+  order_read = true;
+  order_bad = false;
+  return 0;
+}
+
 cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<void()> &b) {
   nthreads = (int)(block.x * block.y * block.z);
   if (nthreads <= 0 || nthreads > 1024 || nthreads % 32 != 0 || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -145,17 +237,31 @@ cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<v
             block.x, block.y, block.z);
     return cudaErrorInvalidValue;
   }
+  if (!order_read) {
+    order_read = true;
+    const char *spec = getenv("TL_EMU_SCHEDULE");
+    order_bad = !parse_order(spec, &order, &order_seed);
+    if (order_bad)
+      fprintf(stderr, "cuda-emu: TL_EMU_SCHEDULE=%s is not forward, reverse, shuffle or shuffle:<seed>\n", spec);
+  }
+  if (order_bad) return cudaErrorInvalidValue; /* a typo must not quietly test the default order */
   body = &b;
   ctxs.resize(nthreads);
+  perm.resize(nthreads);
+  for (int i = 0; i < nthreads; i++) perm[i] = order == REVERSE ? nthreads - 1 - i : i;
   if (stacks.size() < (size_t)nthreads * STACK) stacks.resize((size_t)nthreads * STACK);
   warp_arrived.assign(nthreads / 32, 0);
   slots.assign(nthreads, 0.0f);
   tl_emu_grid_dim = grid;
   tl_emu_block_dim = block;
+  const uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+  plan_blocks(nblocks);
   for (unsigned bz = 0; bz < grid.z; bz++)
     for (unsigned by = 0; by < grid.y; by++)
       for (unsigned bx = 0; bx < grid.x; bx++) {
-        tl_emu_block_idx = dim3(bx, by, bz);
+        const uint64_t lin = block_at(((uint64_t)bz * grid.y + by) * grid.x + bx, nblocks); /* the schedule's next block */
+        tl_emu_block_idx = dim3((unsigned)(lin % grid.x), (unsigned)(lin / grid.x % grid.y), (unsigned)(lin / grid.x / grid.y));
+        seed_block(lin);
         dyn.assign(smem, 0xff);
         block_arrived = 0;
         for (int i = 0; i < nthreads; i++) {
@@ -167,7 +273,9 @@ cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<v
         }
         for (;;) {
           bool ran = false, all_done = true;
-          for (int i = 0; i < nthreads; i++) {
+          next_round_order();
+          for (int r = 0; r < nthreads; r++) {
+            const int i = perm[r];
             if (ctxs[i].state != RUNNABLE) {
               if (ctxs[i].state != DONE) all_done = false;
               continue;
@@ -189,7 +297,7 @@ cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<v
             fprintf(stderr,
                     "cuda-emu: deadlock in block (%u,%u,%u): %d threads at __syncthreads, %d at a warp shuffle, %d exited "
                     "(a barrier not reached by every thread)\n",
-                    bx, by, bz, at_block, at_warp, done);
+                    tl_emu_block_idx.x, tl_emu_block_idx.y, tl_emu_block_idx.z, at_block, at_warp, done);
             return cudaErrorLaunchFailure;
           }
         }
