@@ -46,13 +46,55 @@ const char *tl_cublas_status_string(tl_cublasStatus_t s) {
 
 static bool nonempty(const char *s) { return s && *s; }
 
-/* Every directory worth trying, in order (the system path is represented by ""). */
+/* The installation prefix of every python3 on PATH (<dir>/.. of <dir>/python3, and of the file it
+ * links to when that lies elsewhere): a virtualenv's interpreter is found this way even when
+ * VIRTUAL_ENV is not set, as in a non-interactive shell. */
+static std::vector<std::string> python_prefixes(void) {
+  std::vector<std::string> prefixes;
+  const char *path = getenv("PATH");
+  if (!nonempty(path)) return prefixes;
+  auto parent = [](std::string dir) {
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    size_t slash = dir.rfind('/');
+    return slash == std::string::npos ? std::string(".") : slash == 0 ? std::string("/") : dir.substr(0, slash);
+  };
+  auto add = [&prefixes](const std::string &p) {
+    for (const std::string &q : prefixes)
+      if (q == p) return;
+    prefixes.push_back(p);
+  };
+  std::string s(path);
+  for (size_t start = 0; start <= s.size();) {
+    size_t end = s.find(':', start);
+    if (end == std::string::npos) end = s.size();
+    const std::string dir = s.substr(start, end - start);
+    start = end + 1;
+    if (dir.empty() || dir[0] != '/') continue; /* relative PATH entries depend on the cwd: skip */
+    const std::string py = dir + "/python3";
+    char real[4096];
+    if (!realpath(py.c_str(), real)) continue; /* no python3 here */
+    add(parent(dir) == "/" ? std::string("") : parent(dir)); /* "" + "/lib/..." for a python3 in /bin */
+    const std::string other = parent(parent(real));
+    add(other == "/" ? std::string("") : other);
+  }
+  return prefixes;
+}
+
+/* Every site-packages glob worth trying, in order. */
 static std::vector<std::string> site_patterns(void) {
   std::vector<std::string> patterns;
   const char *venv = getenv("VIRTUAL_ENV"), *conda = getenv("CONDA_PREFIX"), *home = getenv("HOME");
   if (nonempty(venv)) patterns.push_back(std::string(venv) + "/lib/python3*/site-packages");
   if (nonempty(conda)) patterns.push_back(std::string(conda) + "/lib/python3*/site-packages");
+  for (const std::string &prefix : python_prefixes()) {
+    patterns.push_back(prefix + "/lib/python3*/site-packages");
+    patterns.push_back(prefix + "/lib/python3*/dist-packages");
+  }
   if (nonempty(home)) patterns.push_back(std::string(home) + "/.local/lib/python3*/site-packages");
+  /* virtualenvs and conda installs under /opt (e.g. a PyTorch image's /opt/torch/.venv) */
+  patterns.push_back("/opt/*/.venv/lib/python3*/site-packages");
+  patterns.push_back("/opt/*/venv/lib/python3*/site-packages");
+  patterns.push_back("/opt/*/lib/python3*/site-packages");
   patterns.push_back("/usr/local/lib/python3*/site-packages");
   patterns.push_back("/usr/local/lib/python3*/dist-packages");
   patterns.push_back("/usr/lib/python3*/site-packages");
@@ -87,7 +129,14 @@ static std::vector<std::string> candidate_dirs(void) {
       for (size_t i = 0; i < g.gl_pathc; i++) sites.push_back(g.gl_pathv[i]);
     globfree(&g);
   }
+  std::vector<std::string> seen; /* a site reached twice (VIRTUAL_ENV and PATH, /lib and /usr/lib) is tried once */
   for (const std::string &site : sites) {
+    char real[4096];
+    const std::string key = realpath(site.c_str(), real) ? std::string(real) : site;
+    bool dup = false;
+    for (const std::string &q : seen) dup = dup || q == key;
+    if (dup) continue;
+    seen.push_back(key);
     dirs.push_back(site + "/nvidia/cublas/lib");
     dirs.push_back(site + "/nvidia/cu13/lib");
   }

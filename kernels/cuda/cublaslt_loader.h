@@ -9,7 +9,10 @@
  *   3. the system library path (LD_LIBRARY_PATH, ldconfig cache) by soname;
  *   4. Python environments' pip wheels: <site>/nvidia/cublas/lib and <site>/nvidia/cu13/lib, for
  *      each <site> in $TINYLLAMA_PYTHON_SITE (colon-separated), $VIRTUAL_ENV/lib/python3* /
- *      site-packages, $CONDA_PREFIX/lib/python3* /site-packages, ~/.local/lib/python3* /site-packages,
+ *      site-packages, $CONDA_PREFIX/lib/python3* /site-packages, <prefix>/lib/python3* /
+ *      {site,dist}-packages for the prefix (<dir>/..) of every python3 on $PATH and of the file it
+ *      links to (finds a virtualenv without VIRTUAL_ENV set), ~/.local/lib/python3* /site-packages,
+ *      /opt/ * /.venv, /opt/ * /venv and /opt/ * (conda) lib/python3* /site-packages,
  *      /usr/local/lib/python3* /{site,dist}-packages, /usr/lib/python3* /{site,dist}-packages.
  * Sonames tried in each place: libcublasLt.so.13, libcublasLt.so.12, libcublasLt.so. */
 #ifndef TL_CUBLASLT_LOADER_H

@@ -40,10 +40,19 @@ NVCC=$(command -v nvcc || { [ -x /usr/local/cuda/bin/nvcc ] && echo /usr/local/c
 echo "nvcc: ${NVCC:-none} $( [ -n "$NVCC" ] && "$NVCC" --version | tail -1)"
 echo "cc:   $(command -v cc || command -v gcc || echo none)"
 echo "cores: $(nproc)"
+# python3's own site-packages (a virtualenv's even when VIRTUAL_ENV is not set in this shell) for the
+# cuBLASLt loader, which also searches next to every python3 on PATH and /opt/*/{.venv,venv} itself
+PYSITE=$(python3 -c 'import site,sys; print(":".join(site.getsitepackages()))' 2>/dev/null) || PYSITE=""
+if [ -n "$PYSITE" ]; then export TINYLLAMA_PYTHON_SITE="${TINYLLAMA_PYTHON_SITE:+$TINYLLAMA_PYTHON_SITE:}$PYSITE"; fi
+echo "python3: $(command -v python3 || echo none); TINYLLAMA_PYTHON_SITE=${TINYLLAMA_PYTHON_SITE:-}"
 echo "cuBLASLt candidates:"
 { ldconfig -p 2>/dev/null | grep -o '/[^ ]*libcublasLt\.so[.0-9]*'; ls -1 /usr/local/cuda/lib64/libcublasLt.so* 2>/dev/null;
   ls -1d /usr/lib/python3*/*-packages/nvidia/cu*/lib/libcublasLt.so* /usr/local/lib/python3*/*-packages/nvidia/cu*/lib/libcublasLt.so* \
-    ~/.local/lib/python3*/site-packages/nvidia/cu*/lib/libcublasLt.so* 2>/dev/null; } | sort -u | sed 's/^/  /' || true
+    ~/.local/lib/python3*/site-packages/nvidia/cu*/lib/libcublasLt.so* \
+    /opt/*/.venv/lib/python3*/site-packages/nvidia/cu*/lib/libcublasLt.so* /opt/*/venv/lib/python3*/site-packages/nvidia/cu*/lib/libcublasLt.so* \
+    /opt/*/lib/python3*/site-packages/nvidia/cu*/lib/libcublasLt.so* 2>/dev/null
+  IFS=: read -ra sites <<< "${TINYLLAMA_PYTHON_SITE:-}"
+  for d in ${sites[@]+"${sites[@]}"}; do ls -1d "$d"/nvidia/cu*/lib/libcublasLt.so* 2>/dev/null; done; } | sort -u | sed 's/^/  /' || true
 
 phase "bun"
 if command -v bun >/dev/null 2>&1; then BUN=$(command -v bun)
