@@ -52,8 +52,12 @@ function buildEmulated(prefix: string, libName: string, sources: Source[]): stri
   return lib;
 }
 
-/** Path of the emulated CUDA library (same ABI as libtinyllama_cuda.so), building it if needed. */
+/**
+ * Path of the emulated CUDA library (same ABI as libtinyllama_cuda.so), building it if needed;
+ * TINYLLAMA_CUDA_EMU_LIB names one built elsewhere (e.g. from mutated sources) instead.
+ */
 export function buildEmulatedCudaLibrary(): string {
+  if (process.env.TINYLLAMA_CUDA_EMU_LIB) return process.env.TINYLLAMA_CUDA_EMU_LIB;
   const kdir = kernelsDir();
   const cudaDir = join(kdir, "cuda");
   const sources = readdirSync(cudaDir)
@@ -71,7 +75,7 @@ export function buildEmulatedFixture(cuFile: string): string {
 }
 
 /** The order the emulator runs threads and blocks in (kernels/cuda/emu/README.md). */
-export type EmuSchedule = "forward" | "reverse" | "shuffle" | `shuffle:${number}`;
+export type EmuSchedule = "forward" | "reverse" | "shuffle" | `shuffle:${number}` | "ahead" | `ahead:${number}`;
 
 const setters = new Map<string, (spec: Buffer) => number>();
 /**

@@ -7,7 +7,7 @@
  */
 import { dlopen } from "bun:ffi";
 import { Backend, buildCpuLibrary, cudaUnavailableReason, openBackend, symbols, type Tensor } from "@tinyllama/kernels";
-import { buildEmulatedCudaLibrary } from "./emu.ts";
+import { buildEmulatedCudaLibrary, envEmuSchedule, setEmuSchedule, type EmuSchedule } from "./emu.ts";
 
 /** Every function of kernels/include/tinyllama.h: the runtime's own FFI table, now that every op
  * family is merged. abi.test.ts checks that it covers the header and that the CUDA library exports it. */
@@ -57,6 +57,20 @@ export function backends(): { cpu: Backend; cuda: Backend } {
     cuda: parityTarget === "gpu" ? openBackend({ device: "cuda" }) : new Backend("cuda", buildEmulatedCudaLibrary()),
   };
   return pair;
+}
+
+/**
+ * Runs `fn` with the emulated CUDA library's threads and blocks in another order (kernels/cuda/emu/README.md:
+ * a missing barrier shows up as a wrong result), then restores the order TL_EMU_SCHEDULE asked for.
+ */
+export function underEmuSchedule(spec: EmuSchedule, fn: () => void): void {
+  const lib = backends().cuda.libraryPath;
+  setEmuSchedule(lib, spec);
+  try {
+    fn();
+  } finally {
+    setEmuSchedule(lib, envEmuSchedule());
+  }
 }
 
 const cpuMissing = new Map<string, string | null>();

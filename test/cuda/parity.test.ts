@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
 import { mulberry32, randn, relErr } from "@tinyllama/testing";
 import type { Backend, Tensor } from "@tinyllama/kernels";
-import { backends, ok, onBoth, opsOf, parityReady, parityTarget, put, type AbiName, type Host } from "./harness.ts";
+import { backends, ok, onBoth, opsOf, parityReady, parityTarget, put, underEmuSchedule, type AbiName, type Host } from "./harness.ts";
 
 const F32 = 1e-4;
 const BF16 = 1e-2;
@@ -33,9 +33,16 @@ const p = (t: Tensor) => t.ptr("test");
 /**
  * A parity test: skipped (with a line) where parityReady says it cannot run; generous timeout for
  * the emulator. gpuOnly: needs cuBLASLt, or is about what only a real GPU can get wrong (repeatability).
+ * shuffled: the kernels exchange data between threads (shared memory, warp shuffles): on the emulator
+ * the test runs a second time with threads and blocks in a random order (TL_EMU_SCHEDULE=shuffle),
+ * where a missing barrier gives wrong results instead of hiding behind the default thread order.
+ * Not when TL_EMU_SCHEDULE is set: then the whole run uses that order, once.
  */
-function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void): void {
-  test.skipIf(!parityReady(name, names, gpuOnly))(name, fn, 300_000);
+function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void, shuffled = false): void {
+  const ready = parityReady(name, names, gpuOnly);
+  test.skipIf(!ready)(name, fn, 300_000);
+  if (shuffled && parityTarget === "emu" && !process.env.TL_EMU_SCHEDULE)
+    test.skipIf(!ready)(`${name} [emulator, shuffled schedule]`, () => underEmuSchedule("shuffle:1", fn), 300_000);
 }
 
 describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU parity`, () => {
@@ -58,7 +65,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
         expectClose(res, F32, `matmul ${N}x${C}x${OC} bias=${bias}`);
       }
     });
-  });
+  }, true);
 
   ptest("embedding forward/backward, and an out-of-range token is TL_ERR_OUT_OF_RANGE", ["tl_embedding_forward", "tl_embedding_backward"], false, () => {
     const N = 300, C = 33, V = 50;
@@ -78,7 +85,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       const bad = put(be, Int32Array.from([1, V, 2]));
       expect(ops.tl_embedding_forward(p(be.tensor([3, C])), p(bad), p(put(be, WTE)), 3, C, V)).toBe(3);
     }
-  });
+  }, true);
 
   ptest("rmsnorm forward/backward", ["tl_rmsnorm_forward", "tl_rmsnorm_backward"], false, () => {
     for (const [N, C] of [[1, 1], [37, 288], [64, 2048], [5, 1000]] as [number, number][]) {
@@ -92,7 +99,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       });
       expectClose(res, F32, `rmsnorm ${N}x${C}`);
     }
-  });
+  }, true);
 
   ptest("rope tables, forward (also in place) and backward", ["tl_rope_tables", "tl_rope_forward", "tl_rope_backward"], false, () => {
     const B = 2, T = 17, NH = 3, HD = 16, maxT = 64, pos0 = 5;
@@ -133,10 +140,10 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
     });
   ptest("attention forward/backward (causal GQA; head dims 8..128, ragged T)", ["tl_attention_forward", "tl_attention_backward"], false, () => {
     attention([[1, 1, 1, 1, 8], [2, 37, 4, 2, 16], [1, 70, 8, 2, 64], [2, 65, 4, 4, 32], [1, 33, 2, 1, 128]]);
-  });
+  }, true);
   ptest("attention with head dim 160 (more than 48 KiB of shared memory: the opt-in path)", ["tl_attention_forward", "tl_attention_backward"], false, () => {
     attention([[1, 40, 2, 1, 160]]);
-  });
+  }, true);
 
   ptest("bf16 attention forward/backward (tensor cores on CUDA; head dims 16..128 and a widened fallback, ragged T, GQA)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
     const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 16], [2, 37, 4, 2, 64], [1, 130, 2, 1, 48], [1, 70, 4, 4, 128], [1, 65, 2, 2, 32], [1, 29, 2, 1, 24]];
@@ -165,7 +172,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       const grads = (side: Record<string, Host>) => ({ dq: added(side, "dq"), dk: added(side, "dk"), dv: added(side, "dv") });
       expectClose({ cpu: grads(res.cpu), cuda: grads(res.cuda) }, BF16, what);
     });
-  });
+  }, true);
 
   ptest("attention decode over a KV cache", ["tl_attention_decode"], false, () => {
     for (const [B, NH, NKV, HD, maxT, pos] of [[2, 8, 2, 64, 100, 77], [1, 4, 4, 32, 16, 0], [3, 32, 4, 64, 300, 299]] as number[][]) {
@@ -177,7 +184,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       });
       expectClose(res, F32, `attention_decode B${B} NH${NH}/${NKV} HD${HD} pos ${pos}`);
     }
-  });
+  }, true);
 
   ptest("attention backward is bit-for-bit repeatable on the GPU", [], true, () => {
     const { cuda } = backends();
@@ -252,7 +259,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       const bad = put(be, Int32Array.from([1, V]));
       expect(ops.tl_crossentropy_forward_backward(p(be.tensor([2])), null, p(put(be, L.subarray(0, 2 * V))), p(bad), 2, V, IGN, 1)).toBe(3);
     }
-  });
+  }, true);
 
   ptest("sumsq (double, fixed order) and AdamW", ["tl_sumsq", "tl_adamw_step"], false, () => {
     const N = 1_000_003;
@@ -272,7 +279,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       return { prm, m, v };
     });
     expectClose(res, F32, "adamw");
-  });
+  }, true);
 
   ptest("bf16: casts bit for bit, AdamW with its bf16 copy", ["tl_cast_f32_to_bf16", "tl_cast_bf16_to_f32", "tl_adamw_step_bf16"], false, () => {
     const N = 4099;

@@ -70,6 +70,7 @@ std::vector<int> warp_arrived;
 std::vector<float> slots;
 const std::function<void()> *body;
 int nthreads, block_arrived, cur;
+unsigned block_epoch; /* completed __syncthreads of the current block (the "ahead" schedule's epochs) */
 
 #ifdef TL_EMU_FAST_SWITCH
 void yield() { tl_emu_switch(&ctxs[cur].sp, sched_sp); }
@@ -121,6 +122,7 @@ void __syncthreads(void) {
   ctxs[cur].state = AT_BLOCK;
   if (++block_arrived == nthreads) {
     block_arrived = 0;
+    block_epoch++;
     for (int i = 0; i < nthreads; i++) ctxs[i].state = RUNNABLE;
   }
   yield();
@@ -143,15 +145,21 @@ void *tl_emu_dyn_smem(void) { return dyn.data(); }
 /* ---- schedule perturbation (TL_EMU_SCHEDULE; kernels/cuda/emu/README.md) ----
  * forward: blocks in grid order, threads 0..n-1 in every round (the default, as fast as before).
  * reverse: blocks last to first, threads n-1..0 (lanes within each warp reversed too).
- * shuffle[:seed]: blocks in a random order, and a fresh random thread order for every round;
- * seeded per block, so a launch's schedule does not depend on the launches before it.
+ * shuffle[:seed]: blocks in a random order, and a fresh random thread order for every round.
+ * ahead[:seed]: blocks in a random order; between two __syncthreads, one warp (in a random order)
+ * runs all the way to the next __syncthreads, through any number of warp barriers (shuffles,
+ * __syncwarp, WMMA), before the next warp starts; lanes in a random order within each warp.
+ * A round visits every runnable thread once, so under forward / reverse / shuffle no warp gets
+ * more than one warp barrier ahead of another; ahead lets it get arbitrarily far.
+ * Random orders are seeded per block, so a launch's schedule does not depend on earlier launches.
  * Read from the environment at the first launch; tl_emu_set_schedule changes it later. */
 namespace {
-enum Order { FORWARD, REVERSE, SHUFFLE };
+enum Order { FORWARD, REVERSE, SHUFFLE, AHEAD };
 Order order = FORWARD;
 uint64_t order_seed = 1;
 bool order_read = false, order_bad = false;
 std::vector<int> perm;         /* threads in the order one round visits them */
+std::vector<int> wpos;         /* ahead: where each warp's lanes start in perm */
 std::vector<uint32_t> bperm;   /* block linear indices in the order they run (shuffle) */
 uint64_t rng_state;
 
@@ -164,17 +172,19 @@ uint64_t splitmix64(uint64_t &s) {
 /* uniform in [0, n) (the modulo bias is irrelevant here) */
 uint32_t rand_below(uint64_t n) { return (uint32_t)(splitmix64(rng_state) % n); }
 
-/* "forward" | "reverse" | "shuffle" | "shuffle:<seed>" (empty = forward); false if malformed. */
+/* "forward" | "reverse" | "shuffle[:<seed>]" | "ahead[:<seed>]" (empty = forward); false if malformed. */
 bool parse_order(const char *s, Order *o, uint64_t *seed) {
   if (!s || !*s || !strcmp(s, "forward")) return *o = FORWARD, true;
   if (!strcmp(s, "reverse")) return *o = REVERSE, true;
-  if (strncmp(s, "shuffle", 7)) return false;
-  *o = SHUFFLE;
+  size_t n;
+  if (!strncmp(s, "shuffle", n = 7)) *o = SHUFFLE;
+  else if (!strncmp(s, "ahead", n = 5)) *o = AHEAD;
+  else return false;
   *seed = 1;
-  if (!s[7]) return true;
-  if (s[7] != ':' || !s[8]) return false;
+  if (!s[n]) return true;
+  if (s[n] != ':' || !s[n + 1]) return false;
   char *end;
-  *seed = strtoull(s + 8, &end, 10);
+  *seed = strtoull(s + n + 1, &end, 10);
   return *end == 0;
 }
 
@@ -183,7 +193,7 @@ bool parse_order(const char *s, Order *o, uint64_t *seed) {
 uint64_t amul = 1, aadd = 0;
 const uint64_t MAX_BPERM = 1u << 20;
 void plan_blocks(uint64_t n) {
-  if (order != SHUFFLE) return;
+  if (order != SHUFFLE && order != AHEAD) return;
   rng_state = order_seed ^ (0x5851f42d4c957f2dull * n);
   if (n <= MAX_BPERM) {
     bperm.resize(n);
@@ -204,15 +214,41 @@ uint64_t block_at(uint64_t k, uint64_t n) {
 }
 /* Thread orders within a block depend only on the seed and the block, not on earlier launches. */
 void seed_block(uint64_t lin) {
-  if (order != SHUFFLE) return;
+  if (order != SHUFFLE && order != AHEAD) return;
   rng_state = order_seed * 0x9e3779b97f4a7c15ull + lin;
   splitmix64(rng_state);
 }
 
+void shuffle_range(int *p, int n) {
+  for (int i = n - 1; i > 0; i--) std::swap(p[i], p[rand_below((uint64_t)i + 1)]);
+}
+
 /* Thread visiting order for the next round. */
 void next_round_order() {
-  if (order != SHUFFLE) return; /* forward / reverse: fixed at launch */
-  for (int i = nthreads - 1; i > 0; i--) std::swap(perm[i], perm[rand_below((uint64_t)i + 1)]);
+  if (order == SHUFFLE) shuffle_range(perm.data(), nthreads);
+  if (order != AHEAD) return; /* forward / reverse: fixed at launch */
+  /* warps in a random priority order, each warp's lanes together (and shuffled) */
+  const int nw = nthreads / 32;
+  wpos.resize(nw);
+  std::vector<int> w(nw);
+  for (int i = 0; i < nw; i++) w[i] = i;
+  shuffle_range(w.data(), nw);
+  for (int k = 0; k < nw; k++) {
+    wpos[w[k]] = 32 * k;
+    for (int l = 0; l < 32; l++) perm[32 * k + l] = 32 * w[k] + l;
+    shuffle_range(&perm[32 * k], 32);
+  }
+}
+
+/* ahead: after thread i ran, where the round goes on (the index before it, as the loop increments):
+ * its warp again from its first lane if it just completed a warp barrier, so that warp keeps
+ * running; past the end (the next round redraws the warp order) once a __syncthreads completed. */
+int ahead_next(int r, int i, unsigned epoch) {
+  if (block_epoch != epoch) return nthreads;
+  if (ctxs[i].state != RUNNABLE) return r;
+  const int w = i / 32;
+  shuffle_range(&perm[wpos[w]], 32);
+  return wpos[w] - 1;
 }
 }  // namespace
 
@@ -274,6 +310,7 @@ cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<v
         for (;;) {
           bool ran = false, all_done = true;
           next_round_order();
+          const unsigned epoch = block_epoch;
           for (int r = 0; r < nthreads; r++) {
             const int i = perm[r];
             if (ctxs[i].state != RUNNABLE) {
@@ -285,6 +322,7 @@ cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<v
             ran = true;
             resume(i);
             if (ctxs[i].state != DONE) all_done = false;
+            if (order == AHEAD) r = ahead_next(r, i, epoch);
           }
           if (all_done) break;
           if (!ran) {
