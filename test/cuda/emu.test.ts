@@ -2,8 +2,10 @@
  * The real kernels/cuda sources, run on the CPU by the CUDA emulator (kernels/cuda/emu), against
  * float64 references: catches indexing, masking, tiling, reduction and barrier bugs on machines
  * without a GPU (the emulator reports a __syncthreads or shuffle that not every thread reaches).
- * It cannot see races between threads, memory-model or performance problems, tensor-core or
- * cuBLASLt behaviour — test/cuda/parity.test.ts on a GPU covers those. Needs g++ only.
+ * Missing barriers show up only under another thread order (TL_EMU_SCHEDULE=reverse|shuffle|ahead,
+ * kernels/cuda/emu/README.md); it cannot see races inside a stretch between barriers, memory-model
+ * or performance problems, tensor-core or cuBLASLt behaviour — test/cuda/parity.test.ts on a GPU
+ * covers those. Needs g++ only.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";

@@ -33,16 +33,19 @@ const p = (t: Tensor) => t.ptr("test");
 /**
  * A parity test: skipped (with a line) where parityReady says it cannot run; generous timeout for
  * the emulator. gpuOnly: needs cuBLASLt, or is about what only a real GPU can get wrong (repeatability).
- * shuffled: the kernels exchange data between threads (shared memory, warp shuffles): on the emulator
- * the test runs a second time with threads and blocks in a random order (TL_EMU_SCHEDULE=shuffle),
- * where a missing barrier gives wrong results instead of hiding behind the default thread order.
- * Not when TL_EMU_SCHEDULE is set: then the whole run uses that order, once.
+ * racy: the kernels exchange data between threads (shared memory, warp shuffles): on the emulator
+ * the test runs a second time under TL_EMU_SCHEDULE=ahead (blocks, warps and lanes in random
+ * orders, each warp running ahead to its next __syncthreads), where a missing barrier gives wrong
+ * results instead of hiding behind the default thread order (kernels/cuda/emu/README.md says why
+ * ahead: the round-based orders cannot see a missing __syncthreads with warp barriers or WMMA
+ * calls in between, e.g. any of attention_tc.cu's). Not when TL_EMU_SCHEDULE is set: then the
+ * whole run uses that order, once.
  */
-function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void, shuffled = false): void {
+function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void, racy = false): void {
   const ready = parityReady(name, names, gpuOnly);
   test.skipIf(!ready)(name, fn, 300_000);
-  if (shuffled && parityTarget === "emu" && !process.env.TL_EMU_SCHEDULE)
-    test.skipIf(!ready)(`${name} [emulator, shuffled schedule]`, () => underEmuSchedule("shuffle:1", fn), 300_000);
+  if (racy && parityTarget === "emu" && !process.env.TL_EMU_SCHEDULE)
+    test.skipIf(!ready)(`${name} [emulator, schedule ahead]`, () => underEmuSchedule("ahead:1", fn), 300_000);
 }
 
 describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU parity`, () => {
