@@ -3,8 +3,8 @@
  * A barrier that cannot complete (some threads exited or took another path) stops the launch
  * with an error naming the barrier kind, instead of hanging. Allocations are filled with 0xFF
  * bytes (NaN as floats), so reading memory no kernel or upload wrote shows up in the results.
- * TL_EMU_SCHEDULE picks the order threads and blocks run in (forward, reverse, shuffle[:seed]),
- * so a missing barrier that the default thread order hides shows up under another order (README). */
+ * TL_EMU_SCHEDULE picks the order threads and blocks run in (forward, reverse, shuffle[:seed],
+ * ahead[:seed]), so a missing barrier that the default order hides shows up under another (README). */
 #include "include/cuda_runtime.h"
 
 #include <stdio.h>
@@ -160,7 +160,8 @@ uint64_t order_seed = 1;
 bool order_read = false, order_bad = false;
 std::vector<int> perm;         /* threads in the order one round visits them */
 std::vector<int> wpos;         /* ahead: where each warp's lanes start in perm */
-std::vector<uint32_t> bperm;   /* block linear indices in the order they run (shuffle) */
+std::vector<int> worder;       /* ahead: warps in priority order */
+std::vector<uint32_t> bperm;   /* block linear indices in the order they run (shuffle, ahead) */
 uint64_t rng_state;
 
 uint64_t splitmix64(uint64_t &s) {
@@ -188,7 +189,7 @@ bool parse_order(const char *s, Order *o, uint64_t *seed) {
   return *end == 0;
 }
 
-/* Block order: shuffle stores a random permutation, or for huge grids uses a random affine one
+/* Block order: shuffle and ahead store a random permutation, or for huge grids use a random affine one
  * (k -> (a k + c) mod n with gcd(a, n) = 1). */
 uint64_t amul = 1, aadd = 0;
 const uint64_t MAX_BPERM = 1u << 20;
@@ -230,12 +231,12 @@ void next_round_order() {
   /* warps in a random priority order, each warp's lanes together (and shuffled) */
   const int nw = nthreads / 32;
   wpos.resize(nw);
-  std::vector<int> w(nw);
-  for (int i = 0; i < nw; i++) w[i] = i;
-  shuffle_range(w.data(), nw);
+  worder.resize(nw);
+  for (int i = 0; i < nw; i++) worder[i] = i;
+  shuffle_range(worder.data(), nw);
   for (int k = 0; k < nw; k++) {
-    wpos[w[k]] = 32 * k;
-    for (int l = 0; l < 32; l++) perm[32 * k + l] = 32 * w[k] + l;
+    wpos[worder[k]] = 32 * k;
+    for (int l = 0; l < 32; l++) perm[32 * k + l] = 32 * worder[k] + l;
     shuffle_range(&perm[32 * k], 32);
   }
 }

@@ -4,11 +4,14 @@
  * A real fragment is spread over the 32 lanes of a warp in a layout the API leaves unspecified;
  * here every lane holds the whole tile and does the whole operation, which gives the same results
  * for any code that, as the API requires, touches fragments only through these calls and
- * element-wise loops. Each call is warp-collective on a GPU, so here it starts and ends with a
- * warp barrier: no lane reads memory another lane has not finished writing (e.g. an accumulator
- * loaded from shared memory, updated and stored back), and a divergent call is reported as a
- * deadlock. Products are exact in fp32 and summed in k order; tensor cores may sum in another
- * order, which the tests' bf16 tolerance covers. */
+ * element-wise loops. Each call is warp-collective on a GPU ("waits until all warp lanes have
+ * arrived"), so here it starts with a warp barrier, and a divergent call is reported as a deadlock.
+ * A store writes, like the real one, only the calling lane's share of the tile (element e is lane
+ * e % 32's) and is not followed by a barrier: code that reads what other lanes stored without a
+ * __syncwarp in between reads stale values whenever those lanes run later (TL_EMU_SCHEDULE,
+ * kernels/cuda/emu/README.md). Loads end with a barrier too, so no lane overwrites what another
+ * lane still has to load. Products are exact in fp32 and summed in k order; tensor cores may sum
+ * in another order, which the tests' bf16 tolerance covers. */
 #ifndef TL_CUDA_EMU_MMA_H
 #define TL_CUDA_EMU_MMA_H
 #include "cuda_bf16.h"
@@ -66,9 +69,11 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, float, void> &f, con
 template <int M, int N, int K>
 inline void store_matrix_sync(float *p, const fragment<accumulator, M, N, K, float, void> &f, unsigned ldm, layout_t l) {
   __syncwarp();
-  for (int i = 0; i < M; i++)
-    for (int j = 0; j < N; j++) (l == mem_col_major ? p[i + (size_t)j * ldm] : p[(size_t)i * ldm + j]) = f.x[i * N + j];
-  __syncwarp();
+  const int lane = tl_emu_current->linear & 31;
+  for (int e = lane; e < M * N; e += 32) {
+    const int i = e / N, j = e % N;
+    (l == mem_col_major ? p[i + (size_t)j * ldm] : p[(size_t)i * ldm + j]) = f.x[e];
+  }
 }
 
 template <int M, int N, int K, typename T, typename LA, typename LB>
