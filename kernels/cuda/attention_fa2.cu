@@ -1,7 +1,7 @@
-/* tl_attention_forward_bf16's main kernel: causal GQA flash attention forward on tensor cores with
- * the tiles in registers (FlashAttention-2's forward written with mma.sync, ldmatrix and cp.async;
- * sm_80 and newer). attention_tc.cu dispatches here and keeps its WMMA kernel as the fallback
- * (unaligned pointers, TINYLLAMA_ATTENTION_KERNEL=wmma) and for the backward.
+/* tl_attention_forward_bf16 / _backward_bf16 main kernels: causal GQA flash attention on tensor cores with
+ * the tiles in registers (FlashAttention-2 written with mma.sync, ldmatrix and cp.async; sm_80 and
+ * newer). attention_tc.cu dispatches here and keeps its WMMA kernels as the fallback (unaligned
+ * pointers, head dims the backward here lacks, TINYLLAMA_ATTENTION_KERNEL=wmma). The forward:
  *
  * Why a second forward: the WMMA kernel must pass S and O through shared memory for the softmax
  * (WMMA hides its fragment layout), so per 64-key tile each warp writes and re-reads 16x64 fp32
@@ -270,5 +270,314 @@ int tl_cuda_attention_forward_fa2(uint16_t *out, float *lse, const uint16_t *q, 
     case 96: return launch_fa2<96>(out, lse, q, k, v, B, T, NH, NKV);
     case 128: return launch_fa2<128>(out, lse, q, k, v, B, T, NH, NKV);
     default: return tl_fail(TL_ERR_UNSUPPORTED, "tl_attention_forward_bf16: no register-tiled kernel for head dim %d", HD);
+  }
+}
+
+/* ---------------------------------------------------------------- backward ---- */
+/* FlashAttention-2's backward in the same register-tiled style, split like the WMMA and fp32
+ * kernels so that every gradient element has one writer and a fixed summation order
+ * (deterministic, no atomics); both kernels recompute P from lse:
+ *   dq kernel, query owners (grid ceil(T/64) x NH x B, a warp owns 16 query rows): per key tile,
+ *     S = Q_w K^T and dP = dO_w V^T in registers, dS = P (dP - D) with P = exp2(scale log2e S - lse
+ *     log2e), then dQ_w += dS K with dS packed straight into A operands.
+ *   dk/dv kernel, key owners (grid ceil(T/64) x NKV x B, a warp owns 16 keys, held as A operands
+ *     in registers): per query head of the group and query tile from the diagonal on,
+ *     S^T = K_w Q^T and dP^T = V_w dO^T, then dV_w += P^T dO and dK_w += dS^T Q.
+ * Q/dO (dk/dv kernel) or K/V (dq kernel) tiles are double-buffered with cp.async. Built for head
+ * dims up to 64 (TinyLlama's is 64): at 128 the dk/dv kernel's accumulators and K/V operands
+ * would not fit in registers, so larger head dims keep the WMMA backward (attention_tc.cu). */
+
+/* A 16-row panel (row-major, stride ldh) as KS = 16*KS-column A operands. */
+template <int KS>
+__device__ __forceinline__ void fa_load_a(uint32_t (&a)[KS][4], const __nv_bfloat16 *panel, int ldh) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kk = 0; kk < KS; kk++)
+    tl_ldmatrix_x4(a[kk], panel + ((lane & 7) + 8 * ((lane >> 3) & 1)) * ldh + kk * 16 + 8 * (lane >> 4));
+}
+
+/* acc[j] (16 x 8) += A (16 x 16KS, operands a) times rows 8j..8j+7 of X (row-major, stride ldh)
+ * transposed, for the 8-row groups j with live(j) (others are left as they are). */
+template <int KS, int NS, typename Live>
+__device__ __forceinline__ void fa_mma_abt(float (&acc)[NS][4], const uint32_t (&a)[KS][4], const __nv_bfloat16 *x, int ldh,
+                                           Live live) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < NS; j += 2) {
+    const bool l0 = live(j), l1 = live(j + 1);
+    if (!l0 && !l1) continue; /* warp-uniform */
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+      uint32_t f[4];
+      tl_ldmatrix_x4(f, x + (8 * j + 8 * (lane >> 4) + (lane & 7)) * ldh + kk * 16 + 8 * ((lane >> 3) & 1));
+      const uint32_t b0[2] = {f[0], f[1]}, b1[2] = {f[2], f[3]};
+      if (l0) tl_mma_bf16_16816(acc[j], a[kk], b0);
+      if (l1) tl_mma_bf16_16816(acc[j + 1], a[kk], b1);
+    }
+  }
+}
+
+/* acc[dn] (16 x 8) += P (16 x 16NK, operands pa) times X (row-major 16NK x 8DN, stride ldh), over
+ * the 16-row blocks kk of X with live(kk). */
+template <int NK, int DN, typename Live>
+__device__ __forceinline__ void fa_mma_ab(float (&acc)[DN][4], const uint32_t (&pa)[NK][4], const __nv_bfloat16 *x, int ldh,
+                                          Live live) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int kk = 0; kk < NK; kk++) {
+    if (!live(kk)) continue; /* warp-uniform */
+#pragma unroll
+    for (int dn = 0; dn < DN; dn += 2) {
+      uint32_t f[4];
+      tl_ldmatrix_x4_trans(f, x + (kk * 16 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ldh + 8 * dn + 8 * (lane >> 4));
+      const uint32_t b0[2] = {f[0], f[1]}, b1[2] = {f[2], f[3]};
+      tl_mma_bf16_16816(acc[dn], pa[kk], b0);
+      tl_mma_bf16_16816(acc[dn + 1], pa[kk], b1);
+    }
+  }
+}
+
+/* Accumulators of 8-column products 2kk, 2kk+1 as the bf16 A operand of 16-column step kk. */
+template <int NS>
+__device__ __forceinline__ void fa_pack_a(uint32_t (&pa)[NS / 2][4], const float (&s)[NS][4]) {
+#pragma unroll
+  for (int kk = 0; kk < NS / 2; kk++) {
+    pa[kk][0] = tl_pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+    pa[kk][1] = tl_pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+    pa[kk][2] = tl_pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    pa[kk][3] = tl_pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+  }
+}
+
+template <int HD>
+struct FaBwdLayout {
+  static constexpr int LDH = HD + 8;
+  /* dq: Q and dO of the block (64 rows each), K and V (2 stages x 64 rows each) */
+  static constexpr size_t dq_bytes = sizeof(__nv_bfloat16) * (size_t)6 * 64 * LDH;
+  /* dk/dv: K and V of the block, Q and dO (2 stages each), then lse and D of the query tile (2 stages) */
+  static constexpr size_t dkdv_bytes = sizeof(__nv_bfloat16) * (size_t)6 * 64 * LDH + sizeof(float) * 4 * 64;
+};
+
+#define FA_LOG2E 1.4426950408889634f
+
+template <int HD>
+__global__ void __launch_bounds__(128)
+attention_dq_fa2_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                        const __nv_bfloat16 *v, const float *lse, const float *Dvec, int T, int NH, int NKV, float scale,
+                        float scale_log2) {
+  constexpr int LDH = HD + 8, KS = HD / 16, NS = 8, DN = HD / 8;
+  extern __shared__ float smem[];
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)smem, *dOs = Qs + 64 * LDH, *Ks = dOs + 64 * LDH, *Vs = Ks + 2 * 64 * LDH;
+  const int b = blockIdx.z, h = blockIdx.y, g = h / (NH / NKV);
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * 64; /* the rows with the most keys first */
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, lg = lane >> 2, lt = lane & 3;
+  const int wq0 = q0 + warp * 16, wlast = wq0 + 15;
+  const int64_t qStride = (int64_t)NH * HD, kStride = (int64_t)NKV * HD;
+  const int64_t qoff = ((int64_t)b * T * NH + h) * HD, koff = ((int64_t)b * T * NKV + g) * HD;
+  const int ntiles = (min(q0 + 64, T) - 1) / 64 + 1;
+
+  fa_load_tile<HD>(Qs, q + qoff, qStride, q0, 64, T);
+  fa_load_tile<HD>(dOs, dout + qoff, qStride, q0, 64, T);
+  fa_load_tile<HD>(Ks, k + koff, kStride, 0, 64, T);
+  fa_load_tile<HD>(Vs, v + koff, kStride, 0, 64, T);
+  tl_cp_async_commit();
+
+  float L2[2], Dr[2]; /* rows lg and lg+8 of the warp: lse in log2 units, and D */
+#pragma unroll
+  for (int rh = 0; rh < 2; rh++) {
+    const int qi = wq0 + lg + 8 * rh;
+    L2[rh] = qi < T ? lse[((int64_t)b * NH + h) * T + qi] * FA_LOG2E : 0.0f;
+    Dr[rh] = qi < T ? Dvec[((int64_t)b * NH + h) * T + qi] : 0.0f;
+  }
+  float acc[DN][4];
+#pragma unroll
+  for (int dn = 0; dn < DN; dn++) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.0f;
+  uint32_t qa[KS][4], doa[KS][4];
+
+  for (int it = 0; it < ntiles; it++) {
+    const int k0 = it * 64, st = it & 1;
+    if (it + 1 < ntiles) {
+      fa_load_tile<HD>(Ks + (st ^ 1) * 64 * LDH, k + koff, kStride, k0 + 64, 64, T);
+      fa_load_tile<HD>(Vs + (st ^ 1) * 64 * LDH, v + koff, kStride, k0 + 64, 64, T);
+      tl_cp_async_commit();
+      tl_cp_async_wait<1>();
+    } else {
+      tl_cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (it == 0) {
+      fa_load_a<KS>(qa, Qs + warp * 16 * LDH, LDH);
+      fa_load_a<KS>(doa, dOs + warp * 16 * LDH, LDH);
+    }
+    const __nv_bfloat16 *Kt = Ks + st * 64 * LDH, *Vt = Vs + st * 64 * LDH;
+    if (k0 <= wlast) { /* warp-uniform */
+      float s[NS][4], dp[NS][4];
+#pragma unroll
+      for (int j = 0; j < NS; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+      auto live = [&](int j) { return k0 + 8 * j <= wlast; }; /* not wholly above the diagonal */
+      fa_mma_abt<KS, NS>(s, qa, Kt, LDH, live);
+      fa_mma_abt<KS, NS>(dp, doa, Vt, LDH, live);
+      const bool masked = k0 + 63 > wq0 || k0 + 64 > T;
+#pragma unroll
+      for (int j = 0; j < NS; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int rh = e >> 1, qi = wq0 + lg + 8 * rh, key = k0 + 8 * j + 2 * lt + (e & 1);
+          const float p = (masked && (key > qi || key >= T)) ? 0.0f : exp2f(s[j][e] * scale_log2 - L2[rh]);
+          s[j][e] = p * (dp[j][e] - Dr[rh]); /* dS */
+        }
+      uint32_t dsa[NS / 2][4];
+      fa_pack_a<NS>(dsa, s);
+      fa_mma_ab<NS / 2, DN>(acc, dsa, Kt, LDH, [&](int kk) { return k0 + 16 * kk <= wlast; });
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int rh = 0; rh < 2; rh++) {
+    const int qi = wq0 + lg + 8 * rh;
+    if (qi >= T) continue;
+    float *row = dq + (((int64_t)b * T + qi) * NH + h) * HD;
+#pragma unroll
+    for (int dn = 0; dn < DN; dn++) {
+      row[8 * dn + 2 * lt] += scale * acc[dn][2 * rh];
+      row[8 * dn + 2 * lt + 1] += scale * acc[dn][2 * rh + 1];
+    }
+  }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(128)
+attention_dkdv_fa2_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                          const __nv_bfloat16 *v, const float *lse, const float *Dvec, int T, int NH, int NKV, float scale,
+                          float scale_log2) {
+  constexpr int LDH = HD + 8, KS = HD / 16, NS = 8, DN = HD / 8;
+  extern __shared__ float smem[];
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)smem, *Vs = Ks + 64 * LDH, *Qs = Vs + 64 * LDH, *dOs = Qs + 2 * 64 * LDH;
+  float *Ls = (float *)(dOs + 2 * 64 * LDH), *Ds = Ls + 2 * 64; /* [2][64] each */
+  const int b = blockIdx.z, g = blockIdx.y, rep = NH / NKV;
+  const int k0 = blockIdx.x * 64; /* the keys with the most queries first */
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, lg = lane >> 2, lt = lane & 3;
+  const int wk0 = k0 + warp * 16;
+  const int64_t qStride = (int64_t)NH * HD, kStride = (int64_t)NKV * HD;
+  const int64_t koff = ((int64_t)b * T * NKV + g) * HD;
+  const int nq = (T - k0 + 63) / 64, ntiles = rep * nq; /* (head of the group, query tile from the diagonal on) */
+
+  /* Stage st of tile `it`: Q and dO rows by cp.async, lse (log2 units) and D by plain stores. */
+  auto load = [&](int it, int st) {
+    const int h = g * rep + it / nq, q0 = k0 + (it % nq) * 64;
+    const int64_t qoff = ((int64_t)b * T * NH + h) * HD;
+    fa_load_tile<HD>(Qs + st * 64 * LDH, q + qoff, qStride, q0, 64, T);
+    fa_load_tile<HD>(dOs + st * 64 * LDH, dout + qoff, qStride, q0, 64, T);
+    for (int i = threadIdx.x; i < 64; i += blockDim.x) {
+      const bool ok = q0 + i < T;
+      Ls[st * 64 + i] = ok ? lse[((int64_t)b * NH + h) * T + q0 + i] * FA_LOG2E : 0.0f;
+      Ds[st * 64 + i] = ok ? Dvec[((int64_t)b * NH + h) * T + q0 + i] : 0.0f;
+    }
+  };
+  fa_load_tile<HD>(Ks, k + koff, kStride, k0, 64, T);
+  fa_load_tile<HD>(Vs, v + koff, kStride, k0, 64, T);
+  load(0, 0);
+  tl_cp_async_commit();
+
+  float dK[DN][4], dV[DN][4];
+#pragma unroll
+  for (int dn = 0; dn < DN; dn++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dK[dn][e] = dV[dn][e] = 0.0f;
+  uint32_t ka[KS][4], va[KS][4];
+
+  for (int it = 0; it < ntiles; it++) {
+    const int st = it & 1, q0 = k0 + (it % nq) * 64;
+    if (it + 1 < ntiles) { /* stage st^1 was last read in iteration it-1, which ended with a barrier */
+      load(it + 1, st ^ 1);
+      tl_cp_async_commit();
+      tl_cp_async_wait<1>();
+    } else {
+      tl_cp_async_wait<0>();
+    }
+    __syncthreads();
+    if (it == 0) {
+      fa_load_a<KS>(ka, Ks + warp * 16 * LDH, LDH);
+      fa_load_a<KS>(va, Vs + warp * 16 * LDH, LDH);
+    }
+    const __nv_bfloat16 *Qt = Qs + st * 64 * LDH, *dOt = dOs + st * 64 * LDH;
+    const float *Lt = Ls + st * 64, *Dt = Ds + st * 64;
+    /* rows: the warp's 16 keys; columns: the tile's 64 queries. Query groups wholly before the
+     * warp's first key see none of its keys. */
+    float sT[NS][4], dpT[NS][4];
+#pragma unroll
+    for (int j = 0; j < NS; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sT[j][e] = dpT[j][e] = 0.0f;
+    auto live = [&](int j) { return q0 + 8 * j + 7 >= wk0; };
+    fa_mma_abt<KS, NS>(sT, ka, Qt, LDH, live);
+    fa_mma_abt<KS, NS>(dpT, va, dOt, LDH, live);
+    const bool masked = q0 < wk0 + 15 || q0 + 64 > T;
+#pragma unroll
+    for (int j = 0; j < NS; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = 8 * j + 2 * lt + (e & 1), kj = wk0 + lg + 8 * (e >> 1), qi = q0 + c;
+        const float p = (masked && (qi < kj || qi >= T)) ? 0.0f : exp2f(sT[j][e] * scale_log2 - Lt[c]);
+        sT[j][e] = p;
+        dpT[j][e] = p * (dpT[j][e] - Dt[c]); /* dS^T */
+      }
+    uint32_t pa[NS / 2][4], dsa[NS / 2][4];
+    fa_pack_a<NS>(pa, sT);
+    fa_pack_a<NS>(dsa, dpT);
+    auto live16 = [&](int kk) { return q0 + 16 * kk + 15 >= wk0; };
+    fa_mma_ab<NS / 2, DN>(dV, pa, dOt, LDH, live16);
+    fa_mma_ab<NS / 2, DN>(dK, dsa, Qt, LDH, live16);
+    __syncthreads();
+  }
+#pragma unroll
+  for (int rh = 0; rh < 2; rh++) {
+    const int kj = wk0 + lg + 8 * rh;
+    if (kj >= T) continue;
+    float *rk = dk + (((int64_t)b * T + kj) * NKV + g) * HD, *rv = dv + (((int64_t)b * T + kj) * NKV + g) * HD;
+#pragma unroll
+    for (int dn = 0; dn < DN; dn++) {
+      rk[8 * dn + 2 * lt] += scale * dK[dn][2 * rh];
+      rk[8 * dn + 2 * lt + 1] += scale * dK[dn][2 * rh + 1];
+      rv[8 * dn + 2 * lt] += dV[dn][2 * rh];
+      rv[8 * dn + 2 * lt + 1] += dV[dn][2 * rh + 1];
+    }
+  }
+}
+
+template <int HD>
+static int launch_fa2_backward(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+                               const uint16_t *v, const float *lse, const float *Dvec, int B, int T, int NH, int NKV) {
+  typedef FaBwdLayout<HD> L;
+  typedef const __nv_bfloat16 *cb;
+  const float scale = 1.0f / sqrtf((float)HD), scale_log2 = scale * FA_LOG2E;
+  if (L::dq_bytes > 48 * 1024)
+    TL_CUDA(cudaFuncSetAttribute(attention_dq_fa2_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L::dq_bytes));
+  attention_dq_fa2_kernel<HD><<<dim3((T + 63) / 64, NH, B), 128, L::dq_bytes>>>(dq, (cb)dout, (cb)q, (cb)k, (cb)v, lse, Dvec, T,
+                                                                                NH, NKV, scale, scale_log2);
+  TL_LAUNCHED("attention_dq_fa2_kernel");
+  if (L::dkdv_bytes > 48 * 1024)
+    TL_CUDA(cudaFuncSetAttribute(attention_dkdv_fa2_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L::dkdv_bytes));
+  attention_dkdv_fa2_kernel<HD><<<dim3((T + 63) / 64, NKV, B), 128, L::dkdv_bytes>>>(dk, dv, (cb)dout, (cb)q, (cb)k, (cb)v, lse,
+                                                                                    Dvec, T, NH, NKV, scale, scale_log2);
+  TL_LAUNCHED("attention_dkdv_fa2_kernel");
+  return TL_OK;
+}
+
+int tl_cuda_fa2_backward_supports(int HD, const void *dout, const void *q, const void *k, const void *v) {
+  const bool hd = HD == 16 || HD == 32 || HD == 48 || HD == 64;
+  return hd && ((((uintptr_t)dout | (uintptr_t)q | (uintptr_t)k | (uintptr_t)v) & 15) == 0);
+}
+
+int tl_cuda_attention_backward_fa2(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+                                   const uint16_t *v, const float *lse, const float *Dvec, int B, int T, int NH, int NKV, int HD) {
+  switch (HD) {
+    case 16: return launch_fa2_backward<16>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 32: return launch_fa2_backward<32>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 48: return launch_fa2_backward<48>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    case 64: return launch_fa2_backward<64>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
+    default: return tl_fail(TL_ERR_UNSUPPORTED, "tl_attention_backward_bf16: no register-tiled kernel for head dim %d", HD);
   }
 }

@@ -138,14 +138,14 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
     attention([[1, 40, 2, 1, 160]]);
   });
 
-  // The forward runs the register-tiled kernel (attention_fa2.cu) unless TINYLLAMA_ATTENTION_KERNEL=wmma picks
-  // attention_tc.cu's WMMA one; the backward is the WMMA one either way. T=200 at HD=64 (TinyLlama's head dim)
+  // Forward and backward run the register-tiled kernels (attention_fa2.cu; the backward up to HD=64, the WMMA
+  // one above) unless TINYLLAMA_ATTENTION_KERNEL=wmma picks attention_tc.cu's WMMA kernels for both. T=200 at HD=64 (TinyLlama's head dim)
   // spans several key tiles and query blocks, so the double-buffered loads and the online rescale are exercised.
   ptest("bf16 attention forward/backward (tensor cores on CUDA; head dims 16..128 and a widened fallback, ragged T, GQA)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
     const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 16], [2, 37, 4, 2, 64], [1, 130, 2, 1, 48], [1, 70, 4, 4, 128], [1, 65, 2, 2, 32], [1, 29, 2, 1, 24], [1, 200, 4, 2, 64]];
     bf16Attention(shapes, null);
   });
-  ptest("bf16 attention forward, the WMMA kernel (TINYLLAMA_ATTENTION_KERNEL=wmma)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
+  ptest("bf16 attention forward/backward, the WMMA kernels (TINYLLAMA_ATTENTION_KERNEL=wmma)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
     bf16Attention([[2, 37, 4, 2, 64], [1, 70, 4, 4, 128], [1, 130, 2, 1, 48]], "wmma");
   });
   function bf16Attention(shapes: [number, number, number, number, number][], kernel: "wmma" | null): void {

@@ -148,7 +148,14 @@ section(() => {
     setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", null);
   }
   const dq = f(N * NH * HD), dk = f(N * NKV * HD), dv = f(N * NKV * HD);
-  report({ name: `attention bwd bf16 tensor cores (2.5x fwd flops)`, ms: time(() => check("attn16b", ops.tl_attention_backward_bf16(p(dq), p(dk), p(dv), p(o), p(q), p(k), p(v), p(o), p(lse), B, T, NH, NKV, HD)), IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  const bwd = () => check("attn16b", ops.tl_attention_backward_bf16(p(dq), p(dk), p(dv), p(o), p(q), p(k), p(v), p(o), p(lse), B, T, NH, NKV, HD));
+  report({ name: `attention bwd bf16 mma.sync (2.5x fwd flops)`, ms: time(bwd, IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", "wmma");
+  try {
+    report({ name: `attention bwd bf16 WMMA (previous kernels)`, ms: time(bwd, IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  } finally {
+    setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", null);
+  }
   for (const t of [q, k, v, o, lse, dq, dk, dv]) t.buffer.free();
 });
 section(() => {
