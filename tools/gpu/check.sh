@@ -99,7 +99,7 @@ if [ "$STEP" = 1 ]; then
   phase "training step: tinyllama-1.1b, bf16, micro-batch 8 x 2048 (budget $(left) s)"
   T=$(left); [ "$T" -gt 120 ] && T=120
   if [ "$T" -lt 30 ]; then echo "check.sh: FAILED: no time left for the training step ($T s): rerun with --no-bench --quick-bench"; STEP_RC=1
-  else timeout "$T" "$BUN" tools/gpu/step.ts --precision bf16 --batch 8 --seq 2048 --steps 3 || STEP_RC=$?
+  else timeout "$T" "$BUN" tools/gpu/step.ts --precision bf16 --batch 8 --seq 2048 --steps 3 --profile || STEP_RC=$?
     [ "$STEP_RC" = 0 ] || echo "check.sh: FAILED: training step (rc $STEP_RC; 124 = out of time)"; fi
 fi
 

@@ -6,7 +6,8 @@
  * datasheet peak) and the memory used. Exits non-zero, with a line saying why, on anything wrong:
  * no GPU, a non-finite loss, a step that does not run.
  *
- *   bun tools/gpu/step.ts [--precision bf16|fp32] [--steps N] [--batch B] [--seq T] [--config PRESET] [--device cuda|cpu]
+ *   bun tools/gpu/step.ts [--precision bf16|fp32] [--steps N] [--batch B] [--seq T] [--config PRESET] [--device cuda|cpu] [--profile]
+ * --profile adds one step timed kernel by kernel (a device synchronisation after each call) and prints the table.
  * (--device cpu --config micro --batch 2 --seq 64: a dry run of this script on a machine without a GPU.)
  * Weights are N(0, 0.02) values made on the device (fillParams: one 64 MiB random block uploaded
  * and copied across the arena), not TinyLlama's initialisation: a 1.1B-parameter host-side
@@ -30,7 +31,7 @@ function die(msg: string): never {
 
 const { values: a } = parseArgs({
   args: process.argv.slice(2),
-  options: { precision: { type: "string" }, steps: { type: "string" }, batch: { type: "string" }, seq: { type: "string" }, config: { type: "string" }, device: { type: "string" } },
+  options: { precision: { type: "string" }, steps: { type: "string" }, batch: { type: "string" }, seq: { type: "string" }, config: { type: "string" }, device: { type: "string" }, profile: { type: "boolean" } },
 });
 const preset = a.config ?? "tinyllama-1.1b";
 if (!isPresetName(preset)) die(`unknown preset '${preset}'`);
@@ -42,7 +43,7 @@ const precision = (() => {
     return die((e as Error).message);
   }
 })();
-const steps = Number(a.steps ?? 3), B = Number(a.batch ?? 8), T = Number(a.seq ?? 2048);
+const steps = Number(a.steps ?? 3), B = Number(a.batch ?? 8), T = Number(a.seq ?? 2048), profile = a.profile === true;
 for (const [k, v] of Object.entries({ steps, batch: B, seq: T })) if (!Number.isInteger(v) || v < 1) die(`--${k} must be a positive integer`);
 
 let be;
@@ -100,6 +101,19 @@ try {
   console.log(`|---|---|---|---|---|---|`);
   console.log(`| ${preset} | ${(sec * 1000).toFixed(0)} | ${Math.round(tps).toLocaleString("en-US")} | ${(mfu * 100).toFixed(1)}% | ${((fpt * tps) / 1e12).toFixed(1)} | ${used} |`);
   console.log(`per-step times: ${times.map((t) => (t * 1000).toFixed(0)).join(", ")} ms; final loss ${loss.toFixed(4)}; ${(fpt / 1e9).toFixed(3)} GFLOP per token`);
+  if (profile) {
+    // One more step with every kernel call followed by a device synchronisation: where the time goes
+    // (the synchronisations add launch gaps, so the total is above the step time measured above).
+    be.sync();
+    be.startProfile();
+    w = performance.now();
+    oneStep();
+    be.sync();
+    const wall = (performance.now() - w) / 1000;
+    console.log("");
+    console.log(`per-op profile of one synchronised step (${(wall * 1000).toFixed(0)} ms):`);
+    console.log(be.stopProfile()!.table(1, wall));
+  }
 } finally {
   opt.free();
   model.free();
