@@ -5,9 +5,10 @@
 #   3. runs test/cuda/{abi,parity,model_bf16} (CUDA vs CPU parity of every op, TINYLLAMA_CUDA_SYNC=1 so a
 #      fault names its op; the whole model's bf16 step and 50-step loss curve against the CPU's fp32)
 #   4. runs tools/gpu/step.ts: the TinyLlama-1.1B bf16 training step at micro-batch 8 x 2048 (tokens/s, MFU, memory)
-#   4b. runs tools/gpu/sanitize.ts under compute-sanitizer memcheck, racecheck and synccheck (when installed, 40 s
-#      each at most): out-of-bounds accesses, shared-memory races and barrier misuse the CPU emulator cannot see
-#   5. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings) in the time left
+#   5. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings; 120 s at most)
+#   6. runs tools/gpu/sanitize.ts under compute-sanitizer memcheck, racecheck and synccheck (when installed, 40 s
+#      each at most, in the time left): out-of-bounds accesses, shared-memory races and barrier misuse the CPU
+#      emulator cannot see
 # Budget: under 5 minutes. Exit status: non-zero if a test or the training step failed.
 # Usage: tools/gpu/check.sh [--prebuilt] [--no-bench] [--quick-bench] [--no-step] [--no-sanitize]
 set -uo pipefail
@@ -103,6 +104,12 @@ if [ "$STEP" = 1 ]; then
     [ "$STEP_RC" = 0 ] || echo "check.sh: FAILED: training step (rc $STEP_RC; 124 = out of time)"; fi
 fi
 
+if [ "$BENCH" = 1 ]; then
+  T=$(left); [ "$T" -gt 120 ] && T=120
+  phase "benchmark (budget $T s)"
+  if [ "$T" -lt 20 ]; then echo "check.sh: benchmark SKIPPED: the 5-minute budget is spent (run it alone: --no-step)"
+  else timeout "$T" "$BUN" tools/gpu/bench.ts ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || echo "check.sh: benchmark failed or ran out of time (rc $?)"; fi
+fi
 SAN_RC=0
 if [ "$SANITIZE" = 1 ]; then
   SAN=$(command -v compute-sanitizer || ls -1 /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer /opt/nvidia/*/*/compute-sanitizer 2>/dev/null | head -1 || true)
@@ -111,7 +118,7 @@ if [ "$SANITIZE" = 1 ]; then
   else
     for tool in memcheck racecheck synccheck; do
       T=$(left); [ "$T" -gt 40 ] && T=40
-      if [ "$T" -lt 15 ]; then echo "$tool: SKIPPED (time)"; continue; fi
+      if [ "$T" -lt 15 ]; then echo "$tool: SKIPPED (the 5-minute budget is spent: run check.sh --no-step --no-bench for it)"; continue; fi
       SLOG="$WORK/sanitize-$tool.log"
       timeout "$T" "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 10 "$BUN" tools/gpu/sanitize.ts > "$SLOG" 2>&1
       rc=$?
@@ -123,12 +130,6 @@ if [ "$SANITIZE" = 1 ]; then
   fi
 fi
 
-if [ "$BENCH" = 1 ]; then
-  T=$(left); [ "$T" -gt 150 ] && T=150
-  phase "benchmark (budget $T s)"
-  if [ "$T" -lt 20 ]; then echo "check.sh: benchmark SKIPPED: the 5-minute budget is spent (run it alone: --no-step)"
-  else timeout "$T" "$BUN" tools/gpu/bench.ts ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || echo "check.sh: benchmark failed or ran out of time (rc $?)"; fi
-fi
 RC=$(( TESTS_RC != 0 || STEP_RC != 0 || SAN_RC != 0 ))
 phase "done (tests rc $TESTS_RC, sanitizer rc $SAN_RC, training step rc $STEP_RC)$( [ $RC = 0 ] && echo ': OK' || echo ': FAILED')"
 exit $RC
