@@ -27,6 +27,8 @@
 #include <cuda_bf16.h>
 #include <math.h>
 #include <mma.h>
+#include <stdlib.h>
+#include <string.h>
 
 using namespace nvcuda;
 
@@ -430,6 +432,14 @@ static int forward_widened(uint16_t *out, float *lse, const uint16_t *q, const u
   return rc;
 }
 
+/* TINYLLAMA_ATTENTION_KERNEL=wmma selects this file's WMMA kernels over the register-tiled ones
+ * (attention_fa2.cu), forward and backward: for side-by-side benchmarks (tools/gpu/bench.ts) and
+ * as a way around a fault in the newer kernels. Read on every call, so a process can switch. */
+static bool wmma_forced(void) {
+  const char *s = getenv("TINYLLAMA_ATTENTION_KERNEL");
+  return s && strcmp(s, "wmma") == 0;
+}
+
 extern "C" int tl_attention_forward_bf16(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k,
                                          const uint16_t *v, int B, int T, int NH, int NKV, int HD) {
   TL_REQUIRE(out && lse && q && k && v, "tl_attention_forward_bf16: NULL pointer");
@@ -437,6 +447,8 @@ extern "C" int tl_attention_forward_bf16(uint16_t *out, float *lse, const uint16
              "tl_attention_forward_bf16: sizes must be positive (B=%d T=%d NH=%d NKV=%d HD=%d)", B, T, NH, NKV, HD);
   TL_REQUIRE(NH % NKV == 0, "tl_attention_forward_bf16: NH=%d is not a multiple of NKV=%d", NH, NKV);
   TL_REQUIRE(B <= 65535 && NH <= 65535, "tl_attention_forward_bf16: B=%d or NH=%d exceeds the grid limit", B, NH);
+  if (!wmma_forced() && tl_cuda_fa2_supports(HD, out, q, k, v))
+    return tl_cuda_attention_forward_fa2(out, lse, q, k, v, B, T, NH, NKV, HD);
   switch (HD) {
     case 16: return launch_tc<16>(out, lse, q, k, v, B, T, NH, NKV);
     case 32: return launch_tc<32>(out, lse, q, k, v, B, T, NH, NKV);
@@ -508,6 +520,8 @@ extern "C" int tl_attention_backward_bf16(float *dq, float *dk, float *dv, const
   TL_REQUIRE(blocks <= 0x7fffffff, "tl_attention_backward_bf16: too many rows");
   attention_rowdot_bf16_kernel<<<(unsigned)blocks, 256>>>(Dvec, (const __nv_bfloat16 *)dout, (const __nv_bfloat16 *)out, B, T, NH, HD);
   TL_LAUNCHED("attention_rowdot_bf16_kernel");
+  if (!wmma_forced() && tl_cuda_fa2_backward_supports(HD, dout, q, k, v))
+    return tl_cuda_attention_backward_fa2(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV, HD);
   switch (HD) {
     case 16: return launch_tc_backward<16>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);
     case 32: return launch_tc_backward<32>(dq, dk, dv, dout, q, k, v, lse, Dvec, B, T, NH, NKV);

@@ -29,6 +29,17 @@ int tl_cuda_scratch(int slot, size_t bytes, void **out);
 int tl_cuda_flag_reset(int **dflag);
 int tl_cuda_flag_read(int *host);
 
+/* The register-tiled flash attention forward (attention_fa2.cu), which tl_attention_forward_bf16
+ * runs when tl_cuda_fa2_supports says it can (head dim 16/32/48/64/96/128, 16-byte aligned
+ * q/k/v); the arguments are checked by the caller. */
+int tl_cuda_fa2_supports(int HD, const void *out, const void *q, const void *k, const void *v);
+int tl_cuda_attention_forward_fa2(uint16_t *out, float *lse, const uint16_t *q, const uint16_t *k, const uint16_t *v,
+                                  int B, int T, int NH, int NKV, int HD);
+/* Its backward (head dims 16..64; Dvec = rowsum(dO O) already computed), likewise. */
+int tl_cuda_fa2_backward_supports(int HD, const void *dout, const void *q, const void *k, const void *v);
+int tl_cuda_attention_backward_fa2(float *dq, float *dk, float *dv, const uint16_t *dout, const uint16_t *q, const uint16_t *k,
+                                   const uint16_t *v, const float *lse, const float *Dvec, int B, int T, int NH, int NKV, int HD);
+
 /* bf16 <-> fp32 casts on the default stream (elementwise.cu), for internal reuse. */
 int tl_cuda_cast_to_f32(float *out, const uint16_t *inp, int64_t n);
 int tl_cuda_cast_to_bf16(uint16_t *out, const float *inp, int64_t n);

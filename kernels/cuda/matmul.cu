@@ -65,6 +65,91 @@ static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k,
   return TL_OK;
 }
 #else
+/* A matmul plan: the cuBLASLt descriptors of one call shape and the algorithm its heuristic chose.
+ * Building them per call cost a descriptor set and a heuristic query (host time in the tens of
+ * microseconds) on every one of the ~600 matmuls of a 1.1B training step, which uses about a dozen
+ * distinct shapes; plans are kept for the first LT_PLANS shapes (later ones are built per call).
+ * The library is driven from one host thread (bun:ffi), like the scratch buffers. */
+struct lt_key {
+  int transa, transb, m, n, k, lda, ldb, ldd, ab, d, compute;
+  uint32_t al_a, al_b, al_d;
+  uint64_t ws;
+};
+struct lt_plan {
+  lt_key key;
+  tl_cublasLtMatmulDesc_t desc;
+  tl_cublasLtMatrixLayout_t la, lb, ld;
+  /* The heuristic writes cublasLtMatmulHeuristicResult_t records; leave room in case the library's
+   * struct is larger than the documented one we declare. */
+  union {
+    tl_cublasLtMatmulHeuristicResult_t r;
+    unsigned char pad[1024];
+  } heur;
+};
+#define LT_PLANS 64
+static lt_plan lt_plans[LT_PLANS];
+static int lt_nplans;
+
+static void lt_plan_destroy(const struct tl_cublaslt_api *lt, lt_plan *p) {
+  if (p->ld) lt->MatrixLayoutDestroy(p->ld);
+  if (p->lb) lt->MatrixLayoutDestroy(p->lb);
+  if (p->la) lt->MatrixLayoutDestroy(p->la);
+  if (p->desc) lt->MatmulDescDestroy(p->desc);
+}
+
+/* Creates p's descriptors and asks the heuristic for an algorithm; on failure everything created
+ * is destroyed again. */
+static int lt_plan_build(const char *who, const struct tl_cublaslt_api *lt, tl_cublasLtHandle_t handle, lt_plan *p) {
+  const lt_key &key = p->key;
+  tl_cublasLtMatmulPreference_t pref = NULL;
+  int32_t opa = key.transa ? TL_CUBLAS_OP_T : TL_CUBLAS_OP_N, opb = key.transb ? TL_CUBLAS_OP_T : TL_CUBLAS_OP_N;
+  uint64_t ws = key.ws;
+  uint32_t al_a = key.al_a, al_b = key.al_b, al_d = key.al_d;
+  const int m = key.m, n = key.n, k = key.k;
+  const cudaDataType ab = (cudaDataType)key.ab, d = (cudaDataType)key.d;
+  int returned = 0, rc = TL_OK;
+  tl_cublasStatus_t s = 0;
+  const char *step = "";
+  p->desc = NULL;
+  p->la = p->lb = p->ld = NULL;
+  memset(&p->heur, 0, sizeof p->heur);
+
+#define LT(call, what)                                                         \
+  do {                                                                         \
+    step = what;                                                               \
+    s = (call);                                                                \
+    if (s != 0) goto fail;                                                     \
+  } while (0)
+
+  LT(lt->MatmulDescCreate(&p->desc, key.compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  LT(lt->MatmulDescSetAttribute(p->desc, TL_CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "set TRANSA");
+  LT(lt->MatmulDescSetAttribute(p->desc, TL_CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "set TRANSB");
+  LT(lt->MatrixLayoutCreate(&p->la, ab, key.transa ? k : m, key.transa ? m : k, key.lda), "layout A");
+  LT(lt->MatrixLayoutCreate(&p->lb, ab, key.transb ? n : k, key.transb ? k : n, key.ldb), "layout B");
+  LT(lt->MatrixLayoutCreate(&p->ld, d, m, n, key.ldd), "layout D");
+  LT(lt->MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "set workspace");
+  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a), "set align A");
+  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b), "set align B");
+  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d), "set align C");
+  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d), "set align D");
+  LT(lt->MatmulAlgoGetHeuristic(handle, p->desc, p->la, p->lb, p->ld, p->ld, pref, 1, &p->heur.r, &returned),
+     "cublasLtMatmulAlgoGetHeuristic");
+  if (returned < 1 || p->heur.r.state != 0) {
+    rc = tl_fail(TL_ERR_UNSUPPORTED, "%s: cuBLASLt has no algorithm for m=%d n=%d k=%d (%s, A/B type %d, D type %d, alignments %u/%u/%u)",
+                 who, m, n, k, key.compute == TL_CUBLAS_COMPUTE_32F ? "fp32 compute" : "tf32 compute", (int)ab, (int)d, al_a, al_b, al_d);
+    goto done;
+  }
+  goto done;
+#undef LT
+fail:
+  rc = tl_fail(TL_ERR_BACKEND, "%s: %s failed: %s (m=%d n=%d k=%d)", who, step, tl_cublas_status_string(s), m, n, k);
+done:
+  if (pref) lt->MatmulPreferenceDestroy(pref);
+  if (rc != TL_OK) lt_plan_destroy(lt, p);
+  return rc;
+}
+
 /* Column-major D (m,n) = op(A) (m,k) . op(B) (k,n) + beta * D. ab/d: element types. */
 static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k, const void *A, int lda,
                    const void *B, int ldb, void *D, int ldd, cudaDataType ab, cudaDataType d, float beta) {
@@ -74,68 +159,36 @@ static int lt_gemm(const char *who, int transa, int transb, int m, int n, int k,
   size_t workspace_bytes;
   TL_TRY(tl_cublaslt_get(&lt, &handle, &workspace, &workspace_bytes));
 
-  int compute = (ab == CUDA_R_32F && tl_cublaslt_tf32()) ? TL_CUBLAS_COMPUTE_32F_FAST_TF32 : TL_CUBLAS_COMPUTE_32F;
-  tl_cublasLtMatmulDesc_t desc = NULL;
-  tl_cublasLtMatrixLayout_t la = NULL, lb = NULL, ld = NULL;
-  tl_cublasLtMatmulPreference_t pref = NULL;
-  /* The heuristic writes cublasLtMatmulHeuristicResult_t records; leave room in case the
-   * library's struct is larger than the documented one we declare. */
-  union {
-    tl_cublasLtMatmulHeuristicResult_t r;
-    unsigned char pad[1024];
-  } heur;
-  memset(&heur, 0, sizeof heur);
-  int returned = 0;
-  const float alpha = 1.0f;
-  int32_t opa = transa ? TL_CUBLAS_OP_T : TL_CUBLAS_OP_N, opb = transb ? TL_CUBLAS_OP_T : TL_CUBLAS_OP_N;
-  uint64_t ws = workspace_bytes;
-  uint32_t al_a = alignment_of(A), al_b = alignment_of(B), al_d = alignment_of(D);
-  int rc = TL_OK;
-  tl_cublasStatus_t s = 0;
-  const char *step = "";
+  lt_plan local;
+  memset(&local.key, 0, sizeof local.key); /* keys are compared bytewise: no stray padding */
+  lt_key &key = local.key;
+  key.transa = transa, key.transb = transb, key.m = m, key.n = n, key.k = k, key.lda = lda, key.ldb = ldb, key.ldd = ldd;
+  key.ab = (int)ab, key.d = (int)d;
+  key.compute = (ab == CUDA_R_32F && tl_cublaslt_tf32()) ? TL_CUBLAS_COMPUTE_32F_FAST_TF32 : TL_CUBLAS_COMPUTE_32F;
+  key.al_a = alignment_of(A), key.al_b = alignment_of(B), key.al_d = alignment_of(D);
+  key.ws = workspace_bytes;
 
-#define LT(call, what)                                                         \
-  do {                                                                         \
-    step = what;                                                               \
-    s = (call);                                                                \
-    if (s != 0) goto fail;                                                     \
-  } while (0)
-
-  LT(lt->MatmulDescCreate(&desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
-  LT(lt->MatmulDescSetAttribute(desc, TL_CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa), "set TRANSA");
-  LT(lt->MatmulDescSetAttribute(desc, TL_CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb), "set TRANSB");
-  LT(lt->MatrixLayoutCreate(&la, ab, transa ? k : m, transa ? m : k, lda), "layout A");
-  LT(lt->MatrixLayoutCreate(&lb, ab, transb ? n : k, transb ? k : n, ldb), "layout B");
-  LT(lt->MatrixLayoutCreate(&ld, d, m, n, ldd), "layout D");
-  LT(lt->MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
-  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws), "set workspace");
-  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof al_a), "set align A");
-  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof al_b), "set align B");
-  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_d, sizeof al_d), "set align C");
-  LT(lt->MatmulPreferenceSetAttribute(pref, TL_CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_d, sizeof al_d), "set align D");
-  LT(lt->MatmulAlgoGetHeuristic(handle, desc, la, lb, ld, ld, pref, 1, &heur.r, &returned), "cublasLtMatmulAlgoGetHeuristic");
-  if (returned < 1 || heur.r.state != 0) {
-    rc = tl_fail(TL_ERR_UNSUPPORTED, "%s: cuBLASLt has no algorithm for m=%d n=%d k=%d (%s, A/B type %d, D type %d, alignments %u/%u/%u)",
-                 who, m, n, k, compute == TL_CUBLAS_COMPUTE_32F ? "fp32 compute" : "tf32 compute", (int)ab, (int)d, al_a, al_b, al_d);
-    goto done;
+  lt_plan *plan = NULL;
+  for (int i = 0; i < lt_nplans && !plan; i++)
+    if (memcmp(&lt_plans[i].key, &key, sizeof key) == 0) plan = &lt_plans[i];
+  const bool cached = plan != NULL || lt_nplans < LT_PLANS;
+  if (!plan) {
+    plan = lt_nplans < LT_PLANS ? &lt_plans[lt_nplans] : &local;
+    if (plan != &local) plan->key = key;
+    TL_TRY(lt_plan_build(who, lt, handle, plan));
+    if (plan != &local) lt_nplans++;
   }
-  LT(lt->Matmul(handle, desc, &alpha, A, la, B, lb, &beta, D, ld, D, ld, &heur.r.algo, workspace, workspace_bytes, 0),
-     "cublasLtMatmul");
-  {
+  const float alpha = 1.0f;
+  int rc = TL_OK;
+  const tl_cublasStatus_t s = lt->Matmul(handle, plan->desc, &alpha, A, plan->la, B, plan->lb, &beta, D, plan->ld, D, plan->ld,
+                                         &plan->heur.r.algo, workspace, workspace_bytes, 0);
+  if (s != 0) rc = tl_fail(TL_ERR_BACKEND, "%s: cublasLtMatmul failed: %s (m=%d n=%d k=%d)", who, tl_cublas_status_string(s), m, n, k);
+  if (rc == TL_OK) {
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && tl_cuda_debug_sync()) e = cudaDeviceSynchronize();
     if (e != cudaSuccess) rc = tl_fail(TL_ERR_BACKEND, "%s: cublasLtMatmul: %s", who, cudaGetErrorString(e));
   }
-  goto done;
-#undef LT
-fail:
-  rc = tl_fail(TL_ERR_BACKEND, "%s: %s failed: %s (m=%d n=%d k=%d)", who, step, tl_cublas_status_string(s), m, n, k);
-done:
-  if (pref) lt->MatmulPreferenceDestroy(pref);
-  if (ld) lt->MatrixLayoutDestroy(ld);
-  if (lb) lt->MatrixLayoutDestroy(lb);
-  if (la) lt->MatrixLayoutDestroy(la);
-  if (desc) lt->MatmulDescDestroy(desc);
+  if (!cached) lt_plan_destroy(lt, &local);
   return rc;
 }
 #endif /* TL_CUDA_EMU */

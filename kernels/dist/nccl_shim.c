@@ -15,6 +15,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <glob.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -122,7 +123,7 @@ static void *try_open(const char *path, char *tried, size_t cap) {
 }
 
 /* NCCL_LIB (a file or a folder), the loader's path (LD_LIBRARY_PATH, ld.so.cache), then Python
- * environments' site-packages/nvidia/nccl/lib (pip's nvidia-nccl-cu12, which PyTorch wheels use). */
+ * environments' site-packages/nvidia/nccl/lib (pip's nvidia-nccl-cu12 / -cu13, which PyTorch wheels use). */
 static void *open_nccl(char *tried, size_t cap) {
   void *h = NULL;
   const char *env = getenv("NCCL_LIB");
@@ -134,9 +135,33 @@ static void *open_nccl(char *tried, size_t cap) {
     if ((h = try_open(p, tried, cap))) return snprintf(nccl_path, sizeof nccl_path, "%s", p), h;
   }
   if ((h = try_open("libnccl.so.2", tried, cap))) return snprintf(nccl_path, sizeof nccl_path, "libnccl.so.2"), h;
-  const char *prefixes[] = {getenv("VIRTUAL_ENV"), getenv("CONDA_PREFIX"), getenv("HOME"), "/usr/local", "/usr"};
+  /* Python prefixes: the active environment's, then the prefix of every python3 on PATH (a venv's
+   * bin/.. : a non-interactive shell on a GPU machine often has PyTorch's venv on PATH without
+   * VIRTUAL_ENV), then the usual places, including /opt/<name>/{.venv,venv} images ship. */
+  enum { NPATH = 8 };
+  static char path_prefix[NPATH][512];
+  int np = 0;
+  const char *path = getenv("PATH");
+  while (path && *path && np < NPATH) {
+    const char *end = strchr(path, ':');
+    size_t len = end ? (size_t)(end - path) : strlen(path);
+    if (len > 0 && len < 400) {
+      char py[512];
+      snprintf(py, sizeof py, "%.*s/python3", (int)len, path);
+      if (access(py, X_OK) == 0) snprintf(path_prefix[np++], sizeof path_prefix[0], "%.*s/..", (int)len, path);
+    }
+    path = end ? end + 1 : NULL;
+  }
+  const char *prefixes[5 + NPATH + 4] = {getenv("VIRTUAL_ENV"), getenv("CONDA_PREFIX"), getenv("HOME")};
+  size_t nprefix = 3;
+  for (int i = 0; i < np; i++) prefixes[nprefix++] = path_prefix[i];
+  prefixes[nprefix++] = "/usr/local";
+  prefixes[nprefix++] = "/usr";
+  prefixes[nprefix++] = "/opt/*/.venv";
+  prefixes[nprefix++] = "/opt/*/venv";
+  prefixes[nprefix++] = "/opt/*";
   const char *middles[] = {"/lib/python3*/site-packages", "/lib/python3*/dist-packages", "/.local/lib/python3*/site-packages"};
-  for (size_t i = 0; i < sizeof prefixes / sizeof *prefixes; i++) {
+  for (size_t i = 0; i < nprefix; i++) {
     if (!prefixes[i] || !*prefixes[i]) continue;
     for (size_t j = 0; j < sizeof middles / sizeof *middles; j++) {
       char pat[1024];

@@ -5,7 +5,7 @@
  * test needs, so a library that lacks an unrelated op (a branch not merged yet) fails only the
  * tests of that op, with the missing symbol's name.
  */
-import { dlopen } from "bun:ffi";
+import { dlopen, FFIType } from "bun:ffi";
 import { Backend, buildCpuLibrary, cudaUnavailableReason, openBackend, symbols, type Tensor } from "@tinyllama/kernels";
 import { buildEmulatedCudaLibrary, envEmuSchedule, setEmuSchedule, type EmuSchedule } from "./emu.ts";
 
@@ -130,4 +130,19 @@ export function onBoth(names: readonly AbiName[], body: (be: Backend, ops: Ops) 
 /** Throws with the library's message unless rc is 0. */
 export function ok(be: Backend, op: string, rc: number): void {
   be.check(op, rc);
+}
+
+/**
+ * Sets (or with null, unsets) an environment variable in the C library's environment, where the
+ * kernels' getenv reads it: Bun's process.env does not reach the process environment after start.
+ */
+export function setNativeEnv(name: string, value: string | null): void {
+  const libc = dlopen(process.platform === "darwin" ? "libc.dylib" : "libc.so.6", {
+    setenv: { args: [FFIType.cstring, FFIType.cstring, FFIType.i32], returns: FFIType.i32 },
+    unsetenv: { args: [FFIType.cstring], returns: FFIType.i32 },
+  });
+  const c = (s: string) => Buffer.from(`${s}\0`);
+  const rc = value === null ? libc.symbols.unsetenv(c(name)) : libc.symbols.setenv(c(name), c(value), 1);
+  libc.close();
+  if (rc !== 0) throw new Error(`setNativeEnv(${name}): the C library refused (rc ${rc})`);
 }

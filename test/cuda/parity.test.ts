@@ -9,7 +9,7 @@ import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
 import { mulberry32, randn, relErr } from "@tinyllama/testing";
 import type { Backend, Tensor } from "@tinyllama/kernels";
-import { backends, ok, onBoth, opsOf, parityReady, parityTarget, put, underEmuSchedule, type AbiName, type Host } from "./harness.ts";
+import { backends, ok, onBoth, opsOf, parityReady, parityTarget, put, setNativeEnv, underEmuSchedule, type AbiName, type Host } from "./harness.ts";
 
 const F32 = 1e-4;
 const BF16 = 1e-2;
@@ -148,8 +148,25 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
     attention([[1, 40, 2, 1, 160]]);
   }, true);
 
+  // Forward and backward run the register-tiled kernels (attention_fa2.cu; the backward up to HD=64, the WMMA
+  // one above) unless TINYLLAMA_ATTENTION_KERNEL=wmma picks attention_tc.cu's WMMA kernels for both. T=200 at HD=64 (TinyLlama's head dim)
+  // spans several key tiles and query blocks, so the double-buffered loads and the online rescale are exercised.
   ptest("bf16 attention forward/backward (tensor cores on CUDA; head dims 16..128 and a widened fallback, ragged T, GQA)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
-    const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 16], [2, 37, 4, 2, 64], [1, 130, 2, 1, 48], [1, 70, 4, 4, 128], [1, 65, 2, 2, 32], [1, 29, 2, 1, 24]];
+    const shapes: [number, number, number, number, number][] = [[1, 1, 1, 1, 16], [2, 37, 4, 2, 64], [1, 130, 2, 1, 48], [1, 70, 4, 4, 128], [1, 65, 2, 2, 32], [1, 29, 2, 1, 24], [1, 200, 4, 2, 64]];
+    bf16Attention(shapes, null);
+  }, true);
+  ptest("bf16 attention forward/backward, the WMMA kernels (TINYLLAMA_ATTENTION_KERNEL=wmma)", ["tl_attention_forward_bf16", "tl_attention_backward_bf16"], false, () => {
+    bf16Attention([[2, 37, 4, 2, 64], [1, 70, 4, 4, 128], [1, 130, 2, 1, 48]], "wmma");
+  }, true);
+  function bf16Attention(shapes: [number, number, number, number, number][], kernel: "wmma" | null): void {
+    setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", kernel);
+    try {
+      bf16AttentionShapes(shapes);
+    } finally {
+      setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", null);
+    }
+  }
+  function bf16AttentionShapes(shapes: [number, number, number, number, number][]): void {
     shapes.forEach(([B, T, NH, NKV, HD], i) => {
       // bf16 bits of scaled normal values; scale 2 spreads the scores so the online softmax rescales across tiles
       const bits = (n: number, seed: number, scale = 2) => Uint16Array.from(rnd(n, seed, scale), (x) => new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16);
@@ -175,7 +192,7 @@ describe.skipIf(parityTarget === null)(`CUDA (${parityTarget ?? "none"}) vs CPU 
       const grads = (side: Record<string, Host>) => ({ dq: added(side, "dq"), dk: added(side, "dk"), dv: added(side, "dv") });
       expectClose({ cpu: grads(res.cpu), cuda: grads(res.cuda) }, BF16, what);
     });
-  }, true);
+  }
 
   ptest("attention decode over a KV cache", ["tl_attention_decode"], false, () => {
     for (const [B, NH, NKV, HD, maxT, pos] of [[2, 8, 2, 64, 100, 77], [1, 4, 4, 32, 16, 0], [3, 32, 4, 64, 300, 299]] as number[][]) {

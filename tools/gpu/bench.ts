@@ -12,7 +12,7 @@ import { ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { Backend, openBackend, type Tensor } from "@tinyllama/kernels";
 import { buildEmulatedCudaLibrary } from "../../test/cuda/emu.ts";
-import { gpuReason, opsOf, type AbiName } from "../../test/cuda/harness.ts";
+import { gpuReason, opsOf, setNativeEnv, type AbiName } from "../../test/cuda/harness.ts";
 
 // TINYLLAMA_BENCH_EMU=1: tiny shapes on the CPU CUDA emulator, to check this script itself without a GPU.
 const emu = process.env.TINYLLAMA_BENCH_EMU === "1";
@@ -139,9 +139,23 @@ section(() => {
   // Issue 8's target: the tensor-core forward at T=2048 >= 50% of the bf16 matmul ceiling.
   const q = h(N * NH * HD), k = h(N * NKV * HD), v = h(N * NKV * HD), o = h(N * NH * HD), lse = f(B * NH * T);
   const fl = 4 * B * NH * T * T * HD * 0.5;
-  report({ name: `attention fwd bf16 tensor cores T${T} HD${HD}`, ms: time(() => check("attn16", ops.tl_attention_forward_bf16(p(o), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD)), IT(10)), amount: fl, unit: "TFLOP/s", ceiling: peak16 });
+  const fwd = () => check("attn16", ops.tl_attention_forward_bf16(p(o), p(lse), p(q), p(k), p(v), B, T, NH, NKV, HD));
+  report({ name: `attention fwd bf16 mma.sync T${T} HD${HD}`, ms: time(fwd, IT(10)), amount: fl, unit: "TFLOP/s", ceiling: peak16 });
+  setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", "wmma"); // the previous kernel, side by side
+  try {
+    report({ name: `attention fwd bf16 WMMA (previous kernel)`, ms: time(fwd, IT(10)), amount: fl, unit: "TFLOP/s", ceiling: peak16 });
+  } finally {
+    setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", null);
+  }
   const dq = f(N * NH * HD), dk = f(N * NKV * HD), dv = f(N * NKV * HD);
-  report({ name: `attention bwd bf16 tensor cores (2.5x fwd flops)`, ms: time(() => check("attn16b", ops.tl_attention_backward_bf16(p(dq), p(dk), p(dv), p(o), p(q), p(k), p(v), p(o), p(lse), B, T, NH, NKV, HD)), IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  const bwd = () => check("attn16b", ops.tl_attention_backward_bf16(p(dq), p(dk), p(dv), p(o), p(q), p(k), p(v), p(o), p(lse), B, T, NH, NKV, HD));
+  report({ name: `attention bwd bf16 mma.sync (2.5x fwd flops)`, ms: time(bwd, IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", "wmma");
+  try {
+    report({ name: `attention bwd bf16 WMMA (previous kernels)`, ms: time(bwd, IT(5)), amount: 2.5 * fl, unit: "TFLOP/s", ceiling: peak16 });
+  } finally {
+    setNativeEnv("TINYLLAMA_ATTENTION_KERNEL", null);
+  }
   for (const t of [q, k, v, o, lse, dq, dk, dv]) t.buffer.free();
 });
 section(() => {

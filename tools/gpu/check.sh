@@ -5,22 +5,26 @@
 #   3. runs test/cuda/{abi,parity,model_bf16} (CUDA vs CPU parity of every op, TINYLLAMA_CUDA_SYNC=1 so a
 #      fault names its op; the whole model's bf16 step and 50-step loss curve against the CPU's fp32)
 #   4. runs tools/gpu/step.ts: the TinyLlama-1.1B bf16 training step at micro-batch 8 x 2048 (tokens/s, MFU, memory)
-#   5. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings) in the time left
+#   5. runs tools/gpu/bench.ts (per-kernel time and throughput against measured ceilings; 120 s at most)
+#   6. runs tools/gpu/sanitize.ts under compute-sanitizer memcheck, racecheck and synccheck (when installed, 40 s
+#      each at most, in the time left): out-of-bounds accesses, shared-memory races and barrier misuse the CPU
+#      emulator cannot see
 # Budget: under 5 minutes. Exit status: non-zero if a test or the training step failed.
-# Usage: tools/gpu/check.sh [--prebuilt] [--no-bench] [--quick-bench] [--no-step]
+# Usage: tools/gpu/check.sh [--prebuilt] [--no-bench] [--quick-bench] [--no-step] [--no-sanitize]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 START=$(date +%s)
 DEV=${TINYLLAMA_DEVICE_DIR:-.device}
 WORK=${TMPDIR:-/tmp}/tinyllama-gpu
 mkdir -p "$WORK"
-PREBUILT=0; BENCH=1; STEP=1; BENCH_ARGS=()
+PREBUILT=0; BENCH=1; STEP=1; SANITIZE=1; BENCH_ARGS=()
 for a in "$@"; do
   case "$a" in
     --prebuilt) PREBUILT=1 ;;
     --no-bench) BENCH=0 ;;
     --quick-bench) BENCH_ARGS+=(--quick) ;;
     --no-step) STEP=0 ;;
+    --no-sanitize) SANITIZE=0 ;;
     *) echo "check.sh: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -105,16 +109,36 @@ if [ "$STEP" = 1 ]; then
   phase "training step: tinyllama-1.1b, bf16, micro-batch 8 x 2048 (budget $(left) s)"
   T=$(left); [ "$T" -gt 120 ] && T=120
   if [ "$T" -lt 30 ]; then echo "check.sh: FAILED: no time left for the training step ($T s): rerun with --no-bench --quick-bench"; STEP_RC=1
-  else timeout "$T" "$BUN" tools/gpu/step.ts --precision bf16 --batch 8 --seq 2048 --steps 3 || STEP_RC=$?
+  else timeout "$T" "$BUN" tools/gpu/step.ts --precision bf16 --batch 8 --seq 2048 --steps 3 --profile || STEP_RC=$?
     [ "$STEP_RC" = 0 ] || echo "check.sh: FAILED: training step (rc $STEP_RC; 124 = out of time)"; fi
 fi
 
 if [ "$BENCH" = 1 ]; then
-  T=$(left); [ "$T" -gt 150 ] && T=150
+  T=$(left); [ "$T" -gt 120 ] && T=120
   phase "benchmark (budget $T s)"
   if [ "$T" -lt 20 ]; then echo "check.sh: benchmark SKIPPED: the 5-minute budget is spent (run it alone: --no-step)"
   else timeout "$T" "$BUN" tools/gpu/bench.ts ${BENCH_ARGS[@]+"${BENCH_ARGS[@]}"} || echo "check.sh: benchmark failed or ran out of time (rc $?)"; fi
 fi
-RC=$(( TESTS_RC != 0 || STEP_RC != 0 ))
-phase "done (tests rc $TESTS_RC, training step rc $STEP_RC)$( [ $RC = 0 ] && echo ': OK' || echo ': FAILED')"
+SAN_RC=0
+if [ "$SANITIZE" = 1 ]; then
+  SAN=$(command -v compute-sanitizer || ls -1 /usr/local/cuda/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer /opt/nvidia/*/*/compute-sanitizer 2>/dev/null | head -1 || true)
+  phase "compute-sanitizer on tools/gpu/sanitize.ts (every shared-memory / warp-level kernel once, small shapes)"
+  if [ -z "$SAN" ]; then echo "compute-sanitizer: not found (skipped)"
+  else
+    for tool in memcheck racecheck synccheck; do
+      T=$(left); [ "$T" -gt 40 ] && T=40
+      if [ "$T" -lt 15 ]; then echo "$tool: SKIPPED (the 5-minute budget is spent: run check.sh --no-step --no-bench for it)"; continue; fi
+      SLOG="$WORK/sanitize-$tool.log"
+      timeout "$T" "$SAN" --tool "$tool" --error-exitcode 99 --print-limit 10 "$BUN" tools/gpu/sanitize.ts > "$SLOG" 2>&1
+      rc=$?
+      summary=$(grep -m1 -o "ERROR SUMMARY: [0-9]* error[s]*" "$SLOG" || true)
+      if [ "$rc" = 99 ]; then echo "$tool: FAILED: ${summary:-errors reported}"; grep -m20 -E "^=+ (Invalid|Race|Barrier|Error|Warning|ERROR)|^=+ +at " "$SLOG" | head -20; SAN_RC=1
+      elif [ "$rc" = 0 ]; then echo "$tool: ok (${summary:-no summary line}; $(grep -c '^ok ' "$SLOG") kernels)"
+      else echo "$tool: did not complete (rc $rc; 124 = out of time): $(tail -2 "$SLOG" | tr '\n' ' ')"; fi
+    done
+  fi
+fi
+
+RC=$(( TESTS_RC != 0 || STEP_RC != 0 || SAN_RC != 0 ))
+phase "done (tests rc $TESTS_RC, sanitizer rc $SAN_RC, training step rc $STEP_RC)$( [ $RC = 0 ] && echo ': OK' || echo ': FAILED')"
 exit $RC

@@ -46,6 +46,8 @@ tl_emu_switch:
 #define TL_EMU_FAST_SWITCH 1
 #endif
 
+void tl_emu_reset_async(int thread, int nthreads);
+
 namespace {
 enum State { RUNNABLE, AT_BLOCK, AT_WARP, DONE };
 struct Ctx {
@@ -139,6 +141,116 @@ float tl_emu_shfl(float v, int src_lane, int xor_mask) {
 }
 
 void tl_emu_syncwarp(void) { warp_barrier(); }
+
+/* ---- warp-collective PTX instructions (mma.sync, ldmatrix) and cp.async ---- */
+namespace {
+/* What each lane hands to a warp-collective instruction. */
+struct LaneIn {
+  uint32_t a[4], b[2];
+  float c[4];
+  const void *p;
+};
+std::vector<LaneIn> lane_in;
+struct PendingCopy {
+  void *dst;
+  const void *src;
+  int bytes, group;
+};
+std::vector<std::vector<PendingCopy>> cp_pending; /* per thread of the block */
+std::vector<int> cp_group;                        /* per thread: the id of its open (uncommitted) group */
+
+LaneIn &my_slot(void) {
+  if (lane_in.size() < (size_t)nthreads) lane_in.resize(nthreads); /* before any lane of this launch has written */
+  return lane_in[ctxs[cur].t.linear];
+}
+float bf16_at(uint32_t reg, int hi) {
+  const uint32_t u = (hi ? reg >> 16 : reg & 0xffffu) << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+void fault(cudaError_t e, const char *what, const void *p) {
+  fprintf(stderr, "cuda-emu: %s: address %p in block (%u,%u,%u) thread %d\n", what, p, tl_emu_block_idx.x,
+          tl_emu_block_idx.y, tl_emu_block_idx.z, ctxs[cur].t.linear);
+  if (tl_emu_error == cudaSuccess) tl_emu_error = e;
+}
+}  // namespace
+
+void tl_emu_reset_async(int thread, int n) {
+  if (cp_pending.size() < (size_t)n) cp_pending.resize(n), cp_group.resize(n);
+  cp_pending[thread].clear();
+  cp_group[thread] = 0;
+}
+
+void tl_emu_mma_16816_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  LaneIn &in = my_slot();
+  memcpy(in.a, a, sizeof in.a);
+  memcpy(in.b, b, sizeof in.b);
+  memcpy(in.c, d, sizeof in.c);
+  warp_barrier();
+  const int me = ctxs[cur].t.linear, lane = me & 31, base = me - lane, g = lane >> 2, t = lane & 3;
+  float out[4];
+  for (int e = 0; e < 4; e++) {
+    const int row = g + 8 * (e >> 1), col = 2 * t + (e & 1);
+    float acc = lane_in[me].c[e];
+    for (int k = 0; k < 16; k++) {
+      /* A[row][k] lives in lane (row % 8, (k % 8) / 2), register (row >= 8) + 2 (k >= 8), half k % 2 */
+      const float av = bf16_at(lane_in[base + (row & 7) * 4 + ((k & 7) >> 1)].a[(row >> 3) + 2 * (k >> 3)], k & 1);
+      /* B[k][col] lives in lane (col, (k % 8) / 2), register k >= 8, half k % 2 */
+      const float bv = bf16_at(lane_in[base + col * 4 + ((k & 7) >> 1)].b[k >> 3], k & 1);
+      acc += av * bv;
+    }
+    out[e] = acc;
+  }
+  warp_barrier(); /* nobody overwrites a slot before every lane has read */
+  memcpy(d, out, sizeof out);
+}
+
+void tl_emu_ldmatrix_x4(uint32_t (&r)[4], const void *row, int trans) {
+  if ((uintptr_t)row & 15) fault(cudaErrorMisalignedAddress, "ldmatrix row address not 16-byte aligned", row);
+  my_slot().p = row;
+  warp_barrier();
+  const int me = ctxs[cur].t.linear, lane = me & 31, base = me - lane;
+  uint32_t out[4] = {0, 0, 0, 0};
+  if (tl_emu_error == cudaSuccess)
+    for (int i = 0; i < 4; i++) {
+      uint16_t lo, hi;
+      if (!trans) { /* row lane/4, elements 2(lane%4), 2(lane%4)+1 */
+        const uint16_t *src = (const uint16_t *)lane_in[base + 8 * i + (lane >> 2)].p;
+        lo = src[2 * (lane & 3)];
+        hi = src[2 * (lane & 3) + 1];
+      } else { /* column lane/4 of rows 2(lane%4), 2(lane%4)+1 */
+        lo = ((const uint16_t *)lane_in[base + 8 * i + 2 * (lane & 3)].p)[lane >> 2];
+        hi = ((const uint16_t *)lane_in[base + 8 * i + 2 * (lane & 3) + 1].p)[lane >> 2];
+      }
+      out[i] = (uint32_t)lo | ((uint32_t)hi << 16);
+    }
+  warp_barrier();
+  memcpy(r, out, sizeof out);
+}
+
+void tl_emu_cp_async16(void *smem, const void *gmem, int src_bytes) {
+  if (((uintptr_t)smem & 15) || (src_bytes && ((uintptr_t)gmem & 15))) {
+    fault(cudaErrorMisalignedAddress, "cp.async address not 16-byte aligned", ((uintptr_t)smem & 15) ? smem : gmem);
+    return;
+  }
+  const int me = ctxs[cur].t.linear;
+  cp_pending[me].push_back({smem, gmem, src_bytes, cp_group[me]});
+}
+
+void tl_emu_cp_async_commit(void) { cp_group[ctxs[cur].t.linear]++; }
+
+void tl_emu_cp_async_wait(int n) {
+  const int me = ctxs[cur].t.linear;
+  std::vector<PendingCopy> &q = cp_pending[me], keep;
+  for (const PendingCopy &c : q) {
+    if (c.group < cp_group[me] - n) {
+      memcpy(c.dst, c.src, c.bytes); /* src_bytes < 16: the rest is zero-filled, as cp.async does */
+      memset((char *)c.dst + c.bytes, 0, 16 - c.bytes);
+    } else keep.push_back(c);
+  }
+  q.swap(keep);
+}
 
 void *tl_emu_dyn_smem(void) { return dyn.data(); }
 
@@ -306,6 +418,7 @@ cudaError_t tl_emu_run(dim3 grid, dim3 block, size_t smem, const std::function<v
           c.state = RUNNABLE;
           c.t.linear = i;
           c.t.tid = dim3(i % block.x, (i / block.x) % block.y, i / (block.x * block.y));
+          tl_emu_reset_async(i, nthreads); /* copies a thread of the previous block left pending die with it */
           start(i, stacks.data() + (size_t)i * STACK);
         }
         for (;;) {

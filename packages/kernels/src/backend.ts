@@ -157,11 +157,24 @@ export interface BackendOptions extends CpuBuildOptions {
   threads?: number;
 }
 
-/** Opens a backend. `device` defaults to TINYLLAMA_DEVICE, then "auto" (cuda if usable, else cpu). */
+/**
+ * Opens a backend. `device` defaults to TINYLLAMA_DEVICE, then "auto" (cuda if usable, else cpu).
+ * TINYLLAMA_CUDA_EMULATOR=<library> makes device "cuda" open that library (the CPU emulator build of
+ * kernels/cuda, for tests) without looking for a GPU.
+ */
 export function openBackend(opts: BackendOptions = {}): Backend {
   const requested = opts.device ?? (process.env.TINYLLAMA_DEVICE as BackendOptions["device"]) ?? "auto";
   if (requested !== "auto" && requested !== "cpu" && requested !== "cuda")
     throw new Error(`TINYLLAMA_DEVICE must be one of cpu, cuda, auto; got '${requested}'`);
+  // Tests: run the CUDA code path on the CPU emulator of the CUDA sources (test/cuda/emu.ts builds the
+  // library), so the whole TypeScript side of a CUDA run (trainer, checkpoints, sampling) is exercised here.
+  const emulator = process.env.TINYLLAMA_CUDA_EMULATOR;
+  if (requested === "cuda" && emulator) {
+    const backend = new Backend("cuda", emulator);
+    const threads = opts.threads ?? envThreads();
+    if (threads !== undefined) backend.threads = threads;
+    return backend;
+  }
   let kind: DeviceKind = "cpu";
   if (requested !== "cpu") {
     const why = cudaUnavailableReason();

@@ -21,6 +21,14 @@ const FLOPS: Partial<Record<keyof KernelSymbols, (a: Args) => number>> = {
   tl_attention_backward: (a) => 5 * n(a, 9) * n(a, 11) * n(a, 10) * n(a, 10) * n(a, 13),
   // out, inp, weight, N, C, OC
   tl_matmul_forward_wbf16: (a) => 2 * n(a, 3) * n(a, 4) * n(a, 5),
+  // bf16 inputs (mixed precision): out, inp, weight, N, C, OC; dinp, dweight, dout, inp, weight, N, C, OC
+  tl_matmul_forward_bf16: (a) => 2 * n(a, 3) * n(a, 4) * n(a, 5),
+  tl_matmul_forward_bf16_f32: (a) => 2 * n(a, 3) * n(a, 4) * n(a, 5),
+  tl_matmul_backward_bf16: (a) => 2 * n(a, 5) * n(a, 6) * n(a, 7) * (set(a, 0) + set(a, 1)),
+  tl_matmul_backward_bf16_f32: (a) => 2 * n(a, 5) * n(a, 6) * n(a, 7) * (set(a, 0) + set(a, 1)),
+  // the same arguments as the fp32 attention kernels
+  tl_attention_forward_bf16: (a) => 2 * n(a, 5) * n(a, 7) * n(a, 6) * n(a, 6) * n(a, 9),
+  tl_attention_backward_bf16: (a) => 5 * n(a, 9) * n(a, 11) * n(a, 10) * n(a, 10) * n(a, 13),
   // out, q, k_cache, v_cache, B, NH, NKV, HD, maxT, pos: q.k and p.v over pos+1 keys
   tl_attention_decode: (a) => 4 * n(a, 4) * n(a, 5) * (n(a, 9) + 1) * n(a, 7),
 };

@@ -193,7 +193,7 @@ export class Model {
     const training = opts.training ?? true;
     const precision = checkPrecision("Model.plan", opts.precision ?? (opts.backend ? defaultPrecision(opts.backend.kind) : "fp32"));
     const N = opts.B * opts.T;
-    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T, training), N);
+    const rows = Math.min(opts.logitsChunk ?? defaultLogitsRows(cfg, opts.B, opts.T, training, opts.backend?.kind ?? "cpu"), N);
     const params = Arena.plan(parameterSpecs(cfg)).bytes;
     const acts = Arena.plan(activationSpecs(cfg, opts.B, opts.T, rows, training, precision).specs).bytes;
     return { params, paramsBf16: precision === "bf16" ? params / 2 : 0, grads: training ? params : 0, acts, logitsRows: rows, precision };
@@ -208,11 +208,11 @@ export class Model {
     const { B, T } = opts;
     checkBatchShape(cfg, B, T);
     const N = B * T;
-    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T, opts.training ?? true);
-    if (!Number.isInteger(rows) || rows <= 0) throw new ShapeError(`Model.create: logitsChunk must be a positive integer, got ${rows}`);
     const seed = opts.seed ?? 1;
     if (!Number.isInteger(seed)) throw new ShapeError(`Model.create: seed must be an integer, got ${seed}`);
     const backend = opts.backend ?? getBackend();
+    const rows = opts.logitsChunk ?? defaultLogitsRows(cfg, B, T, opts.training ?? true, backend.kind);
+    if (!Number.isInteger(rows) || rows <= 0) throw new ShapeError(`Model.create: logitsChunk must be a positive integer, got ${rows}`);
     const precision = checkPrecision("Model.create", opts.precision ?? defaultPrecision(backend.kind));
     const model = new Model(cfg, backend, B, T, opts.training ?? true, Math.min(rows, N), precision);
     if (opts.init ?? true) model.initialize(seed);

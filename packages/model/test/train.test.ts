@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { getPreset } from "@tinyllama/config";
 import { ShapeError, getBackend } from "@tinyllama/kernels";
-import { Model, parameterSpecs } from "@tinyllama/model";
+import { Model, defaultLogitsRows, parameterSpecs } from "@tinyllama/model";
 import { mulberry32 } from "@tinyllama/testing";
 
 function batch(n: number, V: number, seed: number): Int32Array {
@@ -169,6 +169,9 @@ describe("Model training", () => {
     const big = Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048 });
     expect(big.params).toBeGreaterThanOrEqual(4 * 1_100_048_384);
     expect(big.logitsRows).toBe(512); // training: 512-row chunks (62.5 MiB at V = 32000)
+    // on CUDA: 4096-row chunks once the logits pass 1 GiB (the LM head's dweight GEMM wants a long K); 15M stays whole
+    expect(defaultLogitsRows(getPreset("tinyllama-1.1b"), 8, 2048, true, "cuda")).toBe(4096);
+    expect(defaultLogitsRows(getPreset("tinyllama-15m"), 8, 256, true, "cuda")).toBe(2048);
     expect(Model.plan(getPreset("tinyllama-1.1b"), { B: 8, T: 2048, training: false }).logitsRows).toBe(Math.floor((256 << 20) / (32000 * 4)));
     // 15M at B=8, T=256: 250 MiB of logits is chunked when training, kept whole for inference
     expect(Model.plan(getPreset("tinyllama-15m"), { B: 8, T: 256 }).logitsRows).toBe(512);

@@ -37,6 +37,7 @@ typedef enum cudaError {
   cudaSuccess = 0,
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
+  cudaErrorMisalignedAddress = 716,
   cudaErrorLaunchFailure = 719,
 } cudaError_t;
 typedef enum { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 } cudaMemcpyKind;
@@ -88,6 +89,16 @@ inline void __syncwarp(unsigned = 0xffffffffu) { tl_emu_syncwarp(); }
 inline float __expf(float x) { return expf(x); }
 inline float __shfl_sync(unsigned, float v, int src) { return tl_emu_shfl(v, src, -1); }
 inline float __shfl_xor_sync(unsigned, float v, int mask) { return tl_emu_shfl(v, -1, mask); }
+/* Warp-collective PTX instructions, emulated with their documented register layouts
+ * (kernels/cuda/mma_ptx.cuh says which): d += a b for mma.sync m16n8k16 bf16 -> fp32; ldmatrix
+ * .x4 (trans = .trans) from a 16-byte-aligned shared-memory row; cp.async of 16 (or, zero-filling,
+ * 0) bytes, deferred until the wait_group that covers its group. A misuse a GPU would fault on
+ * (unaligned or non-shared ldmatrix / cp.async addresses) stops the launch with an error. */
+void tl_emu_mma_16816_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+void tl_emu_ldmatrix_x4(uint32_t (&r)[4], const void *row, int trans);
+void tl_emu_cp_async16(void *smem, const void *gmem, int src_bytes);
+void tl_emu_cp_async_commit(void);
+void tl_emu_cp_async_wait(int n);
 inline int atomicExch(int *p, int v) {
   int old = *p;
   *p = v;
