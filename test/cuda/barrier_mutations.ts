@@ -25,6 +25,7 @@ const TESTS: Record<string, string> = {
   "optimizer.cu": "sumsq",
   "attention.cu": "causal GQA|head dim 160|GQA, ragged T",
   "attention_tc.cu": "bf16 attention",
+  "attention_fa2.cu": "bf16 attention",
 };
 const BARRIER = /__sync(threads|warp)\(\);/;
 

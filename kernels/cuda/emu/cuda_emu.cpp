@@ -47,6 +47,7 @@ tl_emu_switch:
 #endif
 
 void tl_emu_reset_async(int thread, int nthreads);
+static bool tl_emu_copy_lands_now(void); /* the schedule's choice for one cp.async (below) */
 
 namespace {
 enum State { RUNNABLE, AT_BLOCK, AT_WARP, DONE };
@@ -235,6 +236,11 @@ void tl_emu_cp_async16(void *smem, const void *gmem, int src_bytes) {
     return;
   }
   const int me = ctxs[cur].t.linear;
+  if (tl_emu_copy_lands_now()) { /* a GPU may complete it any time before the wait */
+    if (src_bytes) memcpy(smem, gmem, 16);
+    else memset(smem, 0, 16);
+    return;
+  }
   cp_pending[me].push_back({smem, gmem, src_bytes, cp_group[me]});
 }
 
@@ -364,6 +370,12 @@ int ahead_next(int r, int i, unsigned epoch) {
   return wpos[w] - 1;
 }
 }  // namespace
+
+/* When a cp.async lands: forward / reverse at the covering cp.async.wait_group (as late as allowed:
+ * reading a tile before waiting reads stale memory); shuffle / ahead at the wait or at once, by a
+ * coin flip per copy (as early as allowed too: a copy into a buffer another warp still reads,
+ * issued without a barrier after those reads, overwrites it). */
+static bool tl_emu_copy_lands_now(void) { return (order == SHUFFLE || order == AHEAD) && (splitmix64(rng_state) & 1); }
 
 /* Sets the schedule (see above); returns 0, or -1 and leaves it unchanged if spec is malformed.
  * For tests that switch orders within one process (test/cuda/). */
