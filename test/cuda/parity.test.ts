@@ -37,9 +37,9 @@ const p = (t: Tensor) => t.ptr("test");
  * the test runs a second time under TL_EMU_SCHEDULE=ahead (blocks, warps and lanes in random
  * orders, each warp running ahead to its next __syncthreads), where a missing barrier gives wrong
  * results instead of hiding behind the default thread order (kernels/cuda/emu/README.md says why
- * ahead: the round-based orders cannot see a missing __syncthreads with warp barriers or WMMA
- * calls in between, e.g. any of attention_tc.cu's). Not when TL_EMU_SCHEDULE is set: then the
- * whole run uses that order, once.
+ * ahead: the round-based orders cannot see a missing __syncthreads with warp barriers, WMMA or
+ * mma.sync calls in between, e.g. most of attention_tc.cu's and attention_fa2.cu's). Not when
+ * TL_EMU_SCHEDULE is set: then the whole run uses that order, once.
  */
 function ptest(name: string, names: AbiName[], gpuOnly: boolean, fn: () => void, racy = false): void {
   const ready = parityReady(name, names, gpuOnly);
