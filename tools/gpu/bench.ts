@@ -1,6 +1,6 @@
 /**
  * GPU kernel benchmark (tools/gpu/check.sh runs it): every op at TinyLlama shapes (B=4, T=2048,
- * C=2048, FF=5632, NH=32, NKV=4, HD=64, V=32000), printing time per call and TFLOP/s or TB/s,
+ * C=2048, FF=5632, NH=32, NKV=4, HD=64, V=32000), printing time per call and TFLOP/s or TB/s on random inputs (zeros flatter tensor cores),
  * and the ratio to a ceiling measured in the same run: a 2 GiB device-to-device copy for
  * memory-bound kernels, the best large matmul (fp32 or bf16, same precision) for compute-bound
  * ones; then one TinyLlama layer forward + backward composed from the ops, projected to a full
@@ -11,8 +11,9 @@
 import { ptr } from "bun:ffi";
 import { existsSync } from "node:fs";
 import { Backend, openBackend, type Tensor } from "@tinyllama/kernels";
+import { mulberry32, randn } from "@tinyllama/testing";
 import { buildEmulatedCudaLibrary } from "../../test/cuda/emu.ts";
-import { gpuReason, opsOf, setNativeEnv, type AbiName } from "../../test/cuda/harness.ts";
+import { gpuReason, opsOf, put, setNativeEnv, type AbiName } from "../../test/cuda/harness.ts";
 
 // TINYLLAMA_BENCH_EMU=1: tiny shapes on the CPU CUDA emulator, to check this script itself without a GPU.
 const emu = process.env.TINYLLAMA_BENCH_EMU === "1";
@@ -72,6 +73,23 @@ function ceiling(fn: () => number): number {
   }
 }
 
+// Every input is random, never zeros or whatever cudaMalloc returned: tensor cores run measurably faster
+// on zeros (KINDS.md: 894 against 788 TFLOP/s for the same bf16 product), which would flatter both the
+// ceilings and the kernels. One random block per dtype, copied across each tensor on the device.
+const NOISE = emu ? 1 << 12 : 1 << 24;
+const noise = {
+  f32: put(be, randn(NOISE, mulberry32(1))),
+  bf16: put(be, Uint16Array.from(randn(NOISE, mulberry32(2)), (x) => new Uint32Array(new Float32Array([x]).buffer)[0]! >>> 16)),
+};
+function fill<T extends Tensor>(t: T): T {
+  const src = noise[t.dtype === "bf16" ? "bf16" : "f32"], flat = t.view([t.numel]);
+  for (let off = 0; off < t.numel; off += NOISE) {
+    const c = Math.min(NOISE, t.numel - off);
+    be.copy(flat.rows(off, c), c === NOISE ? src : src.rows(0, c));
+  }
+  return t;
+}
+
 // ---- ceilings
 const GiB = 1 << 30;
 const copyBytes = emu ? 1 << 20 : 2 * GiB;
@@ -86,7 +104,7 @@ const bw = ceiling(() => {
 
 const M = emu ? 64 : 8192;
 const peak32 = ceiling(() => {
-  const A32 = be.tensor([M, M]), B32 = be.tensor([M, M]), C32 = be.tensor([M, M]);
+  const A32 = fill(be.tensor([M, M])), B32 = fill(be.tensor([M, M])), C32 = be.tensor([M, M]);
   try {
     const mm32 = time(() => check("mm32", ops.tl_matmul_forward(p(C32), p(A32), p(B32), null, M, M, M)), IT(5));
     report({ name: `ceiling: fp32 matmul ${M}^3${process.env.TINYLLAMA_TF32 === "1" ? " (TF32)" : ""}`, ms: mm32, amount: 2 * M ** 3, unit: "TFLOP/s" });
@@ -96,7 +114,7 @@ const peak32 = ceiling(() => {
   }
 });
 const peak16 = ceiling(() => {
-  const A16 = be.tensor([M, M], "bf16"), B16 = be.tensor([M, M], "bf16"), C16 = be.tensor([M, M], "bf16");
+  const A16 = fill(be.tensor([M, M], "bf16")), B16 = fill(be.tensor([M, M], "bf16")), C16 = be.tensor([M, M], "bf16");
   try {
     const mm16 = time(() => check("mm16", ops.tl_matmul_forward_bf16(p(C16), p(A16), p(B16), M, M, M)), IT(20));
     report({ name: `ceiling: bf16 matmul ${M}^3`, ms: mm16, amount: 2 * M ** 3, unit: "TFLOP/s" });
@@ -110,8 +128,8 @@ console.log("");
 // ---- kernels at TinyLlama shapes
 const [B, T, C, FF, NH, NKV, HD, V] = emu ? [1, 64, 64, 160, 4, 2, 16, 100] : [4, 2048, 2048, 5632, 32, 4, 64, 32000];
 const N = B * T;
-const f = (n: number) => be.tensor([n]);
-const h = (n: number) => be.tensor([n], "bf16");
+const f = (n: number) => fill(be.tensor([n]));
+const h = (n: number) => fill(be.tensor([n], "bf16"));
 
 section(() => {
   const x = f(N * C), w = f(FF * C), y = f(N * FF), dx = f(N * C), dw = f(FF * C);
@@ -164,6 +182,7 @@ section(() => {
   report({ name: `rmsnorm bwd (dinp pass + dweight pass)`, ms: time(() => check("rmsb", ops.tl_rmsnorm_backward(p(dx), p(dw), p(y), p(x), p(w), p(r), N, C)), IT(20)), amount: 6 * N * C * 4, unit: "TB/s", ceiling: bw });
   report({ name: `add ${N}x${C}`, ms: time(() => check("add", ops.tl_add(p(y), p(x), p(dx), N * C)), IT(20)), amount: 3 * N * C * 4, unit: "TB/s", ceiling: bw });
   const tok = be.tensor([N], "i32"), wte = f(V * C), dwte = f(V * C);
+  be.zero(tok); // valid ids; all 0 is the backward's worst case (one row takes every update)
   report({ name: `embedding fwd`, ms: time(() => check("emb", ops.tl_embedding_forward(p(y), p(tok), p(wte), N, C, V)), IT(20)), amount: 2 * N * C * 4, unit: "TB/s", ceiling: bw });
   report({ name: `embedding bwd (all tokens 0: worst case)`, ms: time(() => check("embb", ops.tl_embedding_backward(p(dwte), p(y), p(tok), N, C, V)), IT(5)), amount: 3 * N * C * 4, unit: "TB/s", ceiling: bw });
   for (const t of [x, w, y, r, dx, dw, tok, wte, dwte]) t.buffer.free();
@@ -176,6 +195,7 @@ section(() => {
 });
 section(() => {
   const logits = f(N * V), tgt = be.tensor([N], "i32"), losses = f(N);
+  be.zero(tgt);
   report({ name: `cross-entropy fwd+bwd ${N}x${V} (in place)`, ms: time(() => check("ce", ops.tl_crossentropy_forward_backward(p(losses), p(logits), p(logits), p(tgt), N, V, -100, 1 / N)), IT(10)), amount: 2 * N * V * 4, unit: "TB/s", ceiling: bw });
   logits.buffer.free();
 });
