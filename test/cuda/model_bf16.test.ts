@@ -70,7 +70,7 @@ describe.skipIf(parityTarget === null)(`the model on CUDA (${parityTarget ?? "no
     } finally {
       m.free();
     }
-  });
+  }, 120_000); // the first test opens the backends (and may build the emulator library)
 
   test("one step: GPU bf16 vs CPU bf16 and CPU fp32 within 1e-2; GPU fp32 vs CPU fp32 within 1e-4", () => {
     const { cpu, cuda } = backends();
