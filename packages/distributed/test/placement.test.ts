@@ -69,3 +69,24 @@ test("placementInput reads the launch from the environment: thread requests and 
   expect(placementInput(undefined, { MPI_LOCALNRANKS: "3" })).toMatchObject({ localRanks: 3, openmpi: false });
   expect(placementInput(undefined, {}).localRanks).toBeNull();
 });
+
+// widenAffinity is what lifts OpenMPI's one-core binding; on this box a real mpirun never needs it
+// (2 cores / 2 ranks = the binding), so it is checked on a process pinned with taskset.
+const TASKSET = Bun.which("taskset");
+const CPUS = navigator.hardwareConcurrency;
+test.skipIf(!TASKSET || CPUS < 2 || process.platform !== "linux")("widenAffinity: every thread of a process pinned to CPU 0 may afterwards run on all of them", () => {
+  const script = `
+    import { readdirSync, readFileSync } from "node:fs";
+    import { countCpuList, widenAffinity } from "@tinyllama/distributed";
+    const masks = () => readdirSync("/proc/self/task").map((t) => countCpuList(readFileSync("/proc/self/task/" + t + "/status", "utf8").match(/Cpus_allowed_list:\\s*(\\S+)/)[1]));
+    const before = masks();
+    const ok = widenAffinity("0-${CPUS - 1}");
+    console.log(JSON.stringify({ before, ok, after: masks() }));`;
+  const p = Bun.spawnSync([TASKSET!, "-c", "0", process.execPath, "-e", script], { cwd: import.meta.dir, stderr: "pipe" });
+  expect(p.stderr.toString()).toBe("");
+  const r = JSON.parse(p.stdout.toString()) as { before: number[]; ok: boolean; after: number[] };
+  expect(r.before.length).toBeGreaterThan(1); // Bun's own threads are there too
+  expect(r.before.every((n) => n === 1)).toBe(true);
+  expect(r.ok).toBe(true);
+  expect(r.after.every((n) => n === CPUS)).toBe(true);
+});
