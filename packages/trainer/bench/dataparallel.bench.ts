@@ -127,6 +127,7 @@ console.log("|---|---:|---:|---:|---:|---:|");
 console.log(`| 1 process x ${singleThreads} threads | ${oneProc.toFixed(0)} | ${ms(a, "s")} | ${ms(a, "compute")} | - | ${ms(a, "optim")} |`);
 if (ranks) console.log(`| 2 processes x ${rankThreads} thread(s) (mpirun -np 2, no thread settings) | ${twoProc!.toFixed(0)} | ${ms(b, "s")} | ${ms(b, "compute")} | ${ms(b, "wait")} | ${ms(b, "optim")} |`);
 else console.log("| 2 processes (mpirun -np 2) | skipped: mpirun not found (apt-get install openmpi-bin libopenmpi-dev) | | | | |");
+console.log(`\nstep seconds, in order: 1 process ${a.map((t) => t.s.toFixed(2)).join(" ")}${ranks ? `; 2 processes ${b.map((t) => t.s.toFixed(2)).join(" ")}` : ""}`);
 if (twoProc !== null) console.log(`\nratio 2 processes / 1 process: ${(twoProc / oneProc).toFixed(2)}`);
 
 const row = { component: "data parallel", unit: "tok/s", peer: null, peerName: null, higherIsBetter: true } as const;
