@@ -1,5 +1,6 @@
 /**
- * Data-parallel throughput on one machine: the 15M preset, 8 x 256 tokens per optimizer step, as
+ * Data-parallel throughput on one machine: the 15M preset, 8 x 256 tokens per micro-batch and the
+ * preset's default 2 micro-batches (gradient accumulation) per optimizer step, i.e. 4096 tokens, as
  * 1 process x all cores (batch 8) and as `mpirun -np 2` (batch 4 per rank, gradients all-reduced),
  * the ranks started the way a user starts them (no thread settings: the trainer's rank placement
  * chooses them). Both jobs stay up and take turns, one step at a time (A B B A ...), so a burst of
@@ -60,8 +61,8 @@ class Job {
     if (r.done) throw new Error(`${this.name} ended early:\n${await new Response(this.proc.stderr).text()}`);
     return JSON.parse(r.value) as Record<string, unknown>;
   }
-  async ready(): Promise<number> {
-    return (await this.#read()).threads as number;
+  async ready(): Promise<{ threads: number; tokensPerStep: number; gradAccum: number }> {
+    return (await this.#read()) as unknown as { threads: number; tokensPerStep: number; gradAccum: number };
   }
   async step(): Promise<StepTiming> {
     this.#send("step");
@@ -97,8 +98,10 @@ const ranks = mpirun
   ? new Job("mpirun -np 2", [mpirun, "-np", "2", ...(process.getuid?.() === 0 ? ["--allow-run-as-root"] : []), bun, WORKER, ...common, "--batch", "4"], base)
   : null;
 
-const singleThreads = await single.ready();
-const rankThreads = ranks ? await ranks.ready() : 0;
+const singleInfo = await single.ready();
+const rankInfo = ranks ? await ranks.ready() : null;
+const singleThreads = singleInfo.threads, rankThreads = rankInfo?.threads ?? 0;
+if (rankInfo && rankInfo.tokensPerStep !== singleInfo.tokensPerStep) throw new Error(`the jobs disagree on tokens per step: ${singleInfo.tokensPerStep} vs ${rankInfo.tokensPerStep}`);
 const load0 = loadavg()[0]!;
 const a: StepTiming[] = [], b: StepTiming[] = [];
 for (let i = 0; i <= STEPS; i++) {
@@ -115,13 +118,14 @@ await single.quit();
 await ranks?.quit();
 rmSync(dir, { recursive: true, force: true });
 
-const tokensPerStep = 8 * 256;
+const tokensPerStep = singleInfo.tokensPerStep;
+const shape = `8 x 256 tokens x ${singleInfo.gradAccum} micro-batches (${tokensPerStep} tokens) per step`;
 const tps = (ts: StepTiming[]) => tokensPerStep / median(ts.map((t) => t.s));
 const ms = (ts: StepTiming[], k: keyof StepTiming) => (median(ts.map((t) => t[k])) * 1000).toFixed(0);
 const oneProc = tps(a);
 const twoProc = ranks ? tps(b) : null;
 
-console.log(`data parallel, 15M preset, 8 x 256 tokens per step, ${STEPS} steps each, taking turns; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}`);
+console.log(`data parallel, 15M preset, ${shape}, ${STEPS} steps each, taking turns; load ${load0.toFixed(2)} -> ${load1.toFixed(2)}`);
 console.log(`| layout | tokens/s | step ms (median) | forward+backward ms | waiting for the other rank ms | all-reduce + AdamW ms |`);
 console.log("|---|---:|---:|---:|---:|---:|");
 console.log(`| 1 process x ${singleThreads} threads | ${oneProc.toFixed(0)} | ${ms(a, "s")} | ${ms(a, "compute")} | - | ${ms(a, "optim")} |`);
@@ -131,7 +135,7 @@ console.log(`\nstep seconds, in order: 1 process ${a.map((t) => t.s.toFixed(2)).
 if (twoProc !== null) console.log(`\nratio 2 processes / 1 process: ${(twoProc / oneProc).toFixed(2)}`);
 
 const row = { component: "data parallel", unit: "tok/s", peer: null, peerName: null, higherIsBetter: true } as const;
-const rows: BenchRow[] = [{ ...row, case: `15M 8x256 tokens/step, 1 process x ${singleThreads} threads (${STEPS} steps, taking turns)`, ours: oneProc }];
+const rows: BenchRow[] = [{ ...row, case: `15M 8x256x${singleInfo.gradAccum} tokens/step, 1 process x ${singleThreads} threads (${STEPS} steps, taking turns)`, ours: oneProc }];
 if (twoProc !== null)
-  rows.push({ ...row, case: `15M 8x256 tokens/step, 2 processes, mpirun (${STEPS} steps, taking turns)`, ours: twoProc, note: `${(twoProc / oneProc).toFixed(2)}x 1 process; ${rankThreads} thread(s) per rank` });
+  rows.push({ ...row, case: `15M 8x256x${singleInfo.gradAccum} tokens/step, 2 processes, mpirun (${STEPS} steps, taking turns)`, ours: twoProc, note: `${(twoProc / oneProc).toFixed(2)}x 1 process; ${rankThreads} thread(s) per rank` });
 reportRows(rows);

@@ -10,7 +10,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { defaultTrainConfig, getPreset, parseTrainConfig, type PresetName } from "@tinyllama/config";
+import { defaultTrainConfig, getPreset, parseTrainConfig, tokensPerStep, type PresetName } from "@tinyllama/config";
 import { Model } from "@tinyllama/model";
 import { AdamW } from "@tinyllama/optimizer";
 import { DataLoader, splitWindows } from "@tinyllama/data";
@@ -32,7 +32,7 @@ const next = () => splitWindows(loader.next(windows), tc.batch, tc.seq);
 if (comm.worldSize > 1) comm.broadcast(model.params.flat(), 0);
 
 const say = (o: object) => comm.rank === 0 && process.stdout.write(JSON.stringify(o) + "\n");
-say({ ready: true, ranks: comm.worldSize, threads: backend.threads });
+say({ ready: true, ranks: comm.worldSize, threads: backend.threads, tokensPerStep: tokensPerStep(tc) * comm.worldSize, gradAccum: tc.gradAccum });
 
 // Commands arrive as files cmd/0, cmd/1, ... ("step" or "quit") that every rank polls, sleeping in
 // between, so a job waiting for its turn takes no CPU from the one stepping (an MPI collective would
