@@ -6,11 +6,11 @@ import { parseArgs } from "node:util";
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { ConfigError, defaultTrainConfig, getPreset, isPresetName, presetNames, loadModelConfig, parseTrainConfig, type ModelConfig, type TrainConfig } from "@tinyllama/config";
-import { describePlan, materializeBrown, profileTraining, sampleContinuations, train } from "@tinyllama/trainer";
+import { describePlan, materializeBrown, profileTraining, sampleContinuations, train, trainBackend } from "@tinyllama/trainer";
 import { Tokenizer } from "@tinyllama/tokenizer";
 import type { Model } from "@tinyllama/model";
 import { corpusFiles, findInputs, prepare, progressBar } from "@tinyllama/data";
-import { createCommunicator } from "@tinyllama/distributed";
+import { createCommunicator, placeRank } from "@tinyllama/distributed";
 import { CheckpointError, loadHfCheckpoint, saveHfCheckpoint, type HfCheckpoint } from "@tinyllama/checkpoint";
 import { createHash } from "node:crypto";
 import { mkdirSync, renameSync, statSync, writeFileSync } from "node:fs";
@@ -158,15 +158,21 @@ async function resolveData(spec: string | undefined, tokenizerSpec: string): Pro
   return cache;
 }
 
+const threadsArg = num("threads", args.threads);
+if (threadsArg !== undefined && (!Number.isInteger(threadsArg) || threadsArg < 1)) fail(`--threads expects a positive integer, got '${args.threads}'`);
 const comm = createCommunicator();
 const root = comm.rank === 0;
+// Under mpirun every rank gets its share of this machine's cores (see @tinyllama/distributed placement.ts);
+// before any kernel runs, so OpenMP's threads start with the right affinity and count.
+const placement = comm.worldSize > 1 ? placeRank(threadsArg) : { threads: threadsArg, reason: "" };
+if (root && placement.reason !== "" && !process.env.TINYLLAMA_QUIET) process.stderr.write(`train: ${comm.worldSize} ranks, ${placement.reason}\n`);
 try {
   // rank 0 tokenises text into the cache; the others wait and then find it there
   const data = root ? await resolveData(args.data, "llama2") : "";
   if (comm.worldSize > 1) comm.barrier();
   const dataPath = root ? data : await resolveData(args.data, "llama2");
   if (args.profile) {
-    if (root) console.log(profileTraining({ model, train: tc, data: dataPath }));
+    if (root) console.log(profileTraining({ model, train: tc, data: dataPath, backend: trainBackend(tc, placement.threads) }));
     comm.close();
     process.exit(0);
   }
@@ -192,7 +198,7 @@ try {
     // decode prompt and continuation together so the word boundary between them survives
     encoded.forEach((ids, i) => console.log(`  ${tokenizer.decode([...ids, ...outs[i]!]).replace(/\n/g, " / ")}`));
   };
-  const result = await train({ model, modelName: presetName, train: tc, data: dataPath, out, resume: !!args.resume, init: initCkpt?.tensors, onFinish, comm, zero: !!args.zero });
+  const result = await train({ model, modelName: presetName, train: tc, data: dataPath, out, backend: trainBackend(tc, placement.threads), resume: !!args.resume, init: initCkpt?.tensors, onFinish, comm, zero: !!args.zero });
   comm.close();
   if (result.stoppedOnNaN) process.exit(3);
   if (result.interrupted) process.exit(130);

@@ -78,32 +78,67 @@ static int mpi_op(int op, MPI_Op *out) {
 }
 
 /*
- * Waits for `req`, calling MPI_Test (which also drives OpenMPI's progress engine: non-blocking
- * collectives only advance inside MPI calls). Between tests it yields the core (sched_yield, as
- * OpenMPI's own mpi_yield_when_idle does), which costs nothing when no one else wants the core and
- * lets an oversubscribed peer rank run when someone does. After a second without completion the
- * peer is evidently busy (or dead), so it sleeps 1 ms between tests instead of spinning.
+ * How a rank waits inside a collective. MPI only advances a non-blocking collective inside MPI calls,
+ * so a waiter must keep calling MPI_Test; the question is what it does with the core in between.
+ *
+ * WAIT_PATIENT: the peers may still be computing (the first collective after forward/backward absorbs
+ * their imbalance, often hundreds of ms). Spinning there, even with sched_yield, keeps this core busy:
+ * the scheduler then never hands it to the rank that is still computing (or to whatever shares that
+ * rank's core), and with group scheduling (autogroup, cgroups) the spinner's load halves the CPU share
+ * of the rank everyone waits for. So after a short spin (the peer may be microseconds away) it naps
+ * with a growing sleep (20 us .. 1 ms), which frees the core at the cost of up to one nap of latency.
+ *
+ * WAIT_BUSY: every rank is known to be inside the collective (a patient barrier just completed). The
+ * shared-memory transport then needs MPI_Test calls on both sides for every fragment of a large
+ * buffer, so naps would stall it (each fragment waiting for the peer's next nap to end); it polls
+ * with sched_yield, which costs nothing when no one else wants the core. After a second without
+ * completion the peer is evidently busy (or dead) and it naps 1 ms between tests instead.
+ *
  * timeout_s <= 0 waits forever.
  */
-static int wait_request(MPI_Request *req, const char *what, double timeout_s) {
+enum { WAIT_BUSY = 0, WAIT_PATIENT = 1 };
+enum { PATIENT_SPIN_NS = 50000, PATIENT_NAP_MIN_NS = 20000, PATIENT_NAP_MAX_NS = 1000000 };
+
+static int wait_request(MPI_Request *req, const char *what, double timeout_s, int mode) {
   double t0 = MPI_Wtime();
+  long nap_ns = PATIENT_NAP_MIN_NS;
   for (long spin = 0;; spin++) {
     int done = 0;
     int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS) return mpi_fail(what, rc);
     if (done) return TL_MPI_OK;
-    if ((spin & 1023) != 1023) {
-      sched_yield();
-      continue;
-    }
     double waited = MPI_Wtime() - t0;
     if (timeout_s > 0 && waited > timeout_s) return fail(TL_MPI_TIMEOUT, "%s did not complete within %.0f s", what, timeout_s);
-    if (waited > 1.0) {
+    if (mode == WAIT_PATIENT && waited * 1e9 > PATIENT_SPIN_NS) {
+      struct timespec ts = {0, nap_ns};
+      nanosleep(&ts, NULL);
+      nap_ns = nap_ns * 5 / 4 < PATIENT_NAP_MAX_NS ? nap_ns * 5 / 4 : PATIENT_NAP_MAX_NS;
+    } else if (waited > 1.0) {
       struct timespec ts = {0, 1000000};
       nanosleep(&ts, NULL);
-      spin = 1022 - 16; /* check the clock again after 16 more tests */
+    } else {
+      sched_yield();
     }
   }
+}
+
+/*
+ * Buffers at least this large are moved in WAIT_BUSY mode after a patient barrier; smaller ones
+ * (scalars, small buckets: one or a few fragments) are waited for patiently directly.
+ */
+#define BULK_BYTES (64 * 1024)
+
+/* A patient MPI_Ibarrier: returns once every rank has arrived, without holding a core meanwhile. */
+static int arrive(const char *what, double timeout_s) {
+  MPI_Request req;
+  int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
+  if (rc != MPI_SUCCESS) return mpi_fail("MPI_Ibarrier", rc);
+  return wait_request(&req, what, timeout_s, WAIT_PATIENT);
+}
+
+/* Waits for a collective over `bytes` per rank, started by the caller after arrive() for bulk sizes. */
+static int wait_collective(MPI_Request *req, const char *what, double timeout_s, int64_t bytes) {
+  return wait_request(req, what, timeout_s, bytes >= BULK_BYTES ? WAIT_BUSY : WAIT_PATIENT);
 }
 
 /* Makes the libmpi this shim was linked against globally visible (see the header comment). */
@@ -156,10 +191,11 @@ int tl_mpi_allreduce_f32(float *buf, int64_t count, int op, double timeout_s) {
   if (!buf) return fail(TL_MPI_ERR_INVALID, "allreduce: null buffer");
   MPI_Op mop = MPI_SUM;
   if ((rc = mpi_op(op, &mop))) return rc;
+  if (count * 4 >= BULK_BYTES && (rc = arrive("allreduce", timeout_s))) return rc;
   MPI_Request req;
   rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, mop, MPI_COMM_WORLD, &req);
   if (rc != MPI_SUCCESS) return mpi_fail("MPI_Iallreduce", rc);
-  if ((rc = wait_request(&req, "allreduce", timeout_s))) return rc;
+  if ((rc = wait_collective(&req, "allreduce", timeout_s, count * 4))) return rc;
   if (op == OP_MEAN) scale_f32(buf, count, 1.0f / (float)world_size);
   return TL_MPI_OK;
 }
@@ -191,7 +227,7 @@ int tl_mpi_allreduce_f64(double *buf, int64_t count, int op, double timeout_s) {
   MPI_Request req;
   rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_DOUBLE, mop, MPI_COMM_WORLD, &req);
   if (rc != MPI_SUCCESS) return mpi_fail("MPI_Iallreduce", rc);
-  if ((rc = wait_request(&req, "allreduce_scalar", timeout_s))) return rc;
+  if ((rc = wait_request(&req, "allreduce_scalar", timeout_s, WAIT_PATIENT))) return rc;
   if (op == OP_MEAN)
     for (int64_t i = 0; i < count; i++) buf[i] /= (double)world_size;
   return TL_MPI_OK;
@@ -205,18 +241,16 @@ int tl_mpi_bcast(void *buf, int64_t bytes, int root, double timeout_s) {
   if (root < 0 || root >= world_size) return fail(TL_MPI_ERR_INVALID, "broadcast: root %d is outside [0, %d)", root, world_size);
   if (bytes == 0) return TL_MPI_OK;
   if (!buf) return fail(TL_MPI_ERR_INVALID, "broadcast: null buffer");
+  if (bytes >= BULK_BYTES && (rc = arrive("broadcast", timeout_s))) return rc;
   MPI_Request req;
   rc = MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req);
   if (rc != MPI_SUCCESS) return mpi_fail("MPI_Ibcast", rc);
-  return wait_request(&req, "broadcast", timeout_s);
+  return wait_collective(&req, "broadcast", timeout_s, bytes);
 }
 
 int tl_mpi_barrier(double timeout_s) {
   REQUIRE_READY();
-  MPI_Request req;
-  int rc = MPI_Ibarrier(MPI_COMM_WORLD, &req);
-  if (rc != MPI_SUCCESS) return mpi_fail("MPI_Ibarrier", rc);
-  return wait_request(&req, "barrier", timeout_s);
+  return arrive("barrier", timeout_s);
 }
 
 static float *scratch = NULL;
@@ -257,10 +291,11 @@ int tl_mpi_reduce_scatter_f32(const float *send, float *recv, const int32_t *cou
     }
     dst = scratch;
   }
+  if (total * 4 >= BULK_BYTES && (rc = arrive("reduce_scatter", timeout_s))) return rc;
   MPI_Request req;
   rc = MPI_Ireduce_scatter(send, dst, counts, MPI_FLOAT, mop, MPI_COMM_WORLD, &req);
   if (rc != MPI_SUCCESS) return mpi_fail("MPI_Ireduce_scatter", rc);
-  if ((rc = wait_request(&req, "reduce_scatter", timeout_s))) return rc;
+  if ((rc = wait_collective(&req, "reduce_scatter", timeout_s, total * 4))) return rc;
   if (op == OP_MEAN) scale_f32(dst, mine, 1.0f / (float)world_size);
   if (in_place && mine > 0) memcpy(recv, dst, (size_t)mine * sizeof(float));
   return TL_MPI_OK;
@@ -299,13 +334,17 @@ int tl_mpi_allgather_f32(const float *send, float *recv, const int32_t *counts, 
     free(displs);
     return fail(TL_MPI_ERR_INVALID, "allgather: the shard overlaps out other than as this rank's own range");
   }
+  if (total * 4 >= BULK_BYTES && (rc = arrive("allgather", timeout_s))) {
+    free(displs);
+    return rc;
+  }
   MPI_Request req;
   rc = MPI_Iallgatherv(in_place ? MPI_IN_PLACE : send, mine, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, MPI_COMM_WORLD, &req);
   if (rc != MPI_SUCCESS) {
     free(displs);
     return mpi_fail("MPI_Iallgatherv", rc);
   }
-  rc = wait_request(&req, "allgather", timeout_s);
+  rc = wait_collective(&req, "allgather", timeout_s, total * 4);
   if (rc != TL_MPI_TIMEOUT) free(displs); /* a pending request may still read displs until MPI_Abort */
   return rc;
 }

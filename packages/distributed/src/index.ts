@@ -23,3 +23,4 @@ export { bucketRanges, shardOf, shardPlan, shardRuns, sliceFlat, type FlatRun, t
 export { createCommunicator, type CommunicatorChoice, type CreateCommunicatorOptions } from "./create.ts";
 export { NcclCommunicator, DeviceF32, buildNcclShim, ncclDeviceCount, ncclShim, isDeviceTensor, type NcclOptions } from "./nccl.ts";
 export { ZeroAdamW, type ZeroAdamWState, type ZeroStepOptions } from "./zero.ts";
+export { countCpuList, launcherCpuList, placeRank, placementInput, planPlacement, widenAffinity, type Placement, type PlacementInput } from "./placement.ts";

@@ -50,6 +50,27 @@ describe.skipIf(!MPIRUN)("MpiCommunicator under mpirun -np 2", () => {
     expect(r.out).toMatch(/model micro: 21 gradients, worst relative error \d\.\d+e-\d+/);
   }, 200_000);
 
+  // The box's cores divided between the ranks, whatever mpirun's binding: default (one core per rank
+  // for -np 2, lifted when a rank's share is larger) or --bind-to none (each rank used to start one
+  // thread per core of the machine: 2 ranks x 2 threads on this 2-core box).
+  for (const [label, mpirunArgs] of [["default binding", []], ["--bind-to none", ["--bind-to", "none"]]] as const) {
+    test(`placement, ${label}: each rank runs its share of the cores (cores / ranks, at least 1) and may run on that many`, async () => {
+      const r = await mpirun("placement.ts", [], { mpirunArgs: [...mpirunArgs], env: { TINYLLAMA_THREADS: "", OMP_NUM_THREADS: "" } });
+      if (r.code !== 0) console.log(r.out);
+      expect(r.code).toBe(0);
+      const lines = [...r.out.matchAll(/rank (\d): placement threads=(\d+) cpus-before=(\d+) cpus-after=(\d+) launcher-cpus=(\d+) ranks=2 unbind=(true|false)/g)];
+      expect(lines.length).toBe(2);
+      for (const [, , threads, before, after, launcher, unbind] of lines) {
+        const share = Math.max(1, Math.floor(Number(launcher) / 2));
+        expect(Number(threads)).toBe(share);
+        expect(Number(after)).toBeGreaterThanOrEqual(share);
+        // lifted exactly when the binding left the rank fewer CPUs than its share
+        expect(unbind).toBe(String(Number(before) < share));
+        if (unbind === "true") expect(Number(after)).toBe(Number(launcher));
+      }
+    }, 200_000);
+  }
+
   test("ZeRO-1 AdamW (moments for the own shard only) equals replicated AdamW on all-reduced gradients", async () => {
     const r = await mpirun("zero1.ts");
     if (r.code !== 0) console.log(r.out);

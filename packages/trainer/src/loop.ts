@@ -84,7 +84,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (opts.zero && worldSize < 2) log("note: --zero has no effect in a single process");
 
   const model = Model.create(cfg, { backend, B: tc.batch, T: tc.seq, seed: tc.seed, training: true, precision });
-  log(`${backend.kind} backend, ${precision === "bf16" ? "bf16 mixed precision (fp32 master weights and optimizer state)" : "fp32"}`);
+  log(`${backend.kind} backend${backend.kind === "cpu" ? ` (${backend.threads} thread${backend.threads === 1 ? "" : "s"}${worldSize > 1 ? " per rank" : ""})` : ""}, ${precision === "bf16" ? "bf16 mixed precision (fp32 master weights and optimizer state)" : "fp32"}`);
   const adamOpts = { lr: tc.lr, beta1: tc.beta1, beta2: tc.beta2, eps: tc.eps, weightDecay: tc.weightDecay };
   const optimizer = opts.zero && worldSize > 1 ? zeroOptimizer(new ZeroAdamW(comm, model.params, model.grads!, adamOpts), comm, model) : replicatedOptimizer(new AdamW(model.params, model.grads!, adamOpts), comm, model);
   const loaderOpts = { path: opts.data, split: "train", B: tc.batch, T: tc.seq, mode: tc.sample, seed: tc.seed, rank, worldSize };
@@ -220,9 +220,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   return { step, finalLoss: lastLoss, finalValLoss: lastVal, tokens, seconds: elapsed, interrupted: interrupted || (opts.stopAfter !== undefined && step < tc.steps), stoppedOnNaN };
 }
 
-/** The backend train.device asks for: 'auto' is the process-wide one (TINYLLAMA_DEVICE, else CUDA when usable). */
-export function trainBackend(tc: TrainConfig): Backend {
-  return tc.device === "auto" ? getBackend() : openBackend({ device: tc.device });
+/**
+ * The backend train.device asks for: 'auto' is the process-wide one (TINYLLAMA_DEVICE, else CUDA
+ * when usable). `threads` sets the CPU kernels' thread count (--threads, or a rank's share of the
+ * cores under mpirun); undefined keeps TINYLLAMA_THREADS or the OpenMP default.
+ */
+export function trainBackend(tc: TrainConfig, threads?: number): Backend {
+  const backend = tc.device === "auto" ? getBackend() : openBackend({ device: tc.device });
+  if (threads !== undefined && backend.kind === "cpu") backend.threads = threads;
+  return backend;
 }
 
 /** train.precision resolved for a backend: 'auto' is bf16 on CUDA, fp32 on the CPU. */
