@@ -52,6 +52,21 @@ __device__ __forceinline__ void fa_load_tile(__nv_bfloat16 *tile, const __nv_bfl
   }
 }
 
+/* One step of the double-buffered loop: starts the next stage's copies (issue(), when there is a next
+ * stage; the caller's barrier at the end of the previous step freed that stage), then waits until the
+ * current stage's copies have landed, this thread's and, after the barrier, everyone's. */
+template <typename Issue>
+__device__ __forceinline__ void fa_next_stage(bool more, Issue issue) {
+  if (more) {
+    issue();
+    tl_cp_async_commit();
+    tl_cp_async_wait<1>();
+  } else {
+    tl_cp_async_wait<0>();
+  }
+  __syncthreads();
+}
+
 /* grid (ceil(T/BQ), NH, B), block 32 * FA_WARPS. */
 template <int HD, int MT>
 __global__ void __launch_bounds__(32 * FA_WARPS)
@@ -94,15 +109,10 @@ attention_forward_fa2_kernel(__nv_bfloat16 *out, float *lse, const __nv_bfloat16
 
   for (int it = 0; it < ntiles; it++) {
     const int k0 = it * FA_BKV, st = it & 1;
-    if (it + 1 < ntiles) { /* stage st^1 was last read in iteration it-1, which ended with a barrier */
+    fa_next_stage(it + 1 < ntiles, [&] {
       fa_load_tile<HD>(Ks + (st ^ 1) * FA_BKV * LDH, kb, kStride, k0 + FA_BKV, FA_BKV, T);
       fa_load_tile<HD>(Vs + (st ^ 1) * FA_BKV * LDH, vb, kStride, k0 + FA_BKV, FA_BKV, T);
-      tl_cp_async_commit();
-      tl_cp_async_wait<1>(); /* this thread's copies of tile `it` (and Q) have landed */
-    } else {
-      tl_cp_async_wait<0>();
-    }
-    __syncthreads(); /* ... and every other thread's */
+    }); /* tile `it` (and, the first time, Q) is in shared memory */
     if (it == 0) {
 #pragma unroll
       for (int mt = 0; mt < MT; mt++)
@@ -396,15 +406,10 @@ attention_dq_fa2_kernel(float *dq, const __nv_bfloat16 *dout, const __nv_bfloat1
 
   for (int it = 0; it < ntiles; it++) {
     const int k0 = it * 64, st = it & 1;
-    if (it + 1 < ntiles) {
+    fa_next_stage(it + 1 < ntiles, [&] {
       fa_load_tile<HD>(Ks + (st ^ 1) * 64 * LDH, k + koff, kStride, k0 + 64, 64, T);
       fa_load_tile<HD>(Vs + (st ^ 1) * 64 * LDH, v + koff, kStride, k0 + 64, 64, T);
-      tl_cp_async_commit();
-      tl_cp_async_wait<1>();
-    } else {
-      tl_cp_async_wait<0>();
-    }
-    __syncthreads();
+    });
     if (it == 0) {
       fa_load_a<KS>(qa, Qs + warp * 16 * LDH, LDH);
       fa_load_a<KS>(doa, dOs + warp * 16 * LDH, LDH);
@@ -490,14 +495,7 @@ attention_dkdv_fa2_kernel(float *dk, float *dv, const __nv_bfloat16 *dout, const
 
   for (int it = 0; it < ntiles; it++) {
     const int st = it & 1, q0 = k0 + (it % nq) * 64;
-    if (it + 1 < ntiles) { /* stage st^1 was last read in iteration it-1, which ended with a barrier */
-      load(it + 1, st ^ 1);
-      tl_cp_async_commit();
-      tl_cp_async_wait<1>();
-    } else {
-      tl_cp_async_wait<0>();
-    }
-    __syncthreads();
+    fa_next_stage(it + 1 < ntiles, [&] { load(it + 1, st ^ 1); });
     if (it == 0) {
       fa_load_a<KS>(ka, Ks + warp * 16 * LDH, LDH);
       fa_load_a<KS>(va, Vs + warp * 16 * LDH, LDH);

@@ -36,29 +36,28 @@ __device__ __forceinline__ void tl_mma_bf16_16816(float (&d)[4], const uint32_t 
 #endif
 }
 
-/* Four 8 x 8 bf16 matrices from shared memory (row = this lane's 16-byte-aligned row address). */
-__device__ __forceinline__ void tl_ldmatrix_x4(uint32_t (&r)[4], const void *row) {
+/* Four 8 x 8 bf16 matrices from shared memory (row = this lane's 16-byte-aligned row address);
+ * Trans: the .trans form (each register holds a column pair instead of a row pair). */
+template <bool Trans>
+__device__ __forceinline__ void tl_ldmatrix_x4_t(uint32_t (&r)[4], const void *row) {
 #ifdef TL_CUDA_EMU
-  tl_emu_ldmatrix_x4(r, row, 0);
+  tl_emu_ldmatrix_x4(r, row, Trans ? 1 : 0);
 #else
   const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
+  if (Trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
 #endif
 }
-__device__ __forceinline__ void tl_ldmatrix_x4_trans(uint32_t (&r)[4], const void *row) {
-#ifdef TL_CUDA_EMU
-  tl_emu_ldmatrix_x4(r, row, 1);
-#else
-  const unsigned addr = (unsigned)__cvta_generic_to_shared(row);
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-#endif
-}
+__device__ __forceinline__ void tl_ldmatrix_x4(uint32_t (&r)[4], const void *row) { tl_ldmatrix_x4_t<false>(r, row); }
+__device__ __forceinline__ void tl_ldmatrix_x4_trans(uint32_t (&r)[4], const void *row) { tl_ldmatrix_x4_t<true>(r, row); }
 
 /* 16 bytes global -> shared without a register round trip; valid == false zero-fills the
  * destination (src is not read then, but must still be a mapped address). */
