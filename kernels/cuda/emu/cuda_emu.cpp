@@ -209,7 +209,11 @@ void tl_emu_mma_16816_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t
 
 void tl_emu_ldmatrix_x4(uint32_t (&r)[4], const void *row, int trans) {
   if ((uintptr_t)row & 15) fault(cudaErrorMisalignedAddress, "ldmatrix row address not 16-byte aligned", row);
-  my_slot().p = row;
+  /* Each lane reads its own row when it arrives (the hardware gives no ordering with other lanes'
+   * plain stores that a __syncwarp did not): a missing barrier before ldmatrix reads stale data under
+   * the perturbed schedules. The 16 bytes travel in the lane's slot. */
+  LaneIn &in = my_slot();
+  if (tl_emu_error == cudaSuccess) memcpy(in.a, row, 16);
   warp_barrier();
   const int me = ctxs[cur].t.linear, lane = me & 31, base = me - lane;
   uint32_t out[4] = {0, 0, 0, 0};
@@ -217,12 +221,12 @@ void tl_emu_ldmatrix_x4(uint32_t (&r)[4], const void *row, int trans) {
     for (int i = 0; i < 4; i++) {
       uint16_t lo, hi;
       if (!trans) { /* row lane/4, elements 2(lane%4), 2(lane%4)+1 */
-        const uint16_t *src = (const uint16_t *)lane_in[base + 8 * i + (lane >> 2)].p;
+        const uint16_t *src = (const uint16_t *)lane_in[base + 8 * i + (lane >> 2)].a;
         lo = src[2 * (lane & 3)];
         hi = src[2 * (lane & 3) + 1];
       } else { /* column lane/4 of rows 2(lane%4), 2(lane%4)+1 */
-        lo = ((const uint16_t *)lane_in[base + 8 * i + 2 * (lane & 3)].p)[lane >> 2];
-        hi = ((const uint16_t *)lane_in[base + 8 * i + 2 * (lane & 3) + 1].p)[lane >> 2];
+        lo = ((const uint16_t *)lane_in[base + 8 * i + 2 * (lane & 3)].a)[lane >> 2];
+        hi = ((const uint16_t *)lane_in[base + 8 * i + 2 * (lane & 3) + 1].a)[lane >> 2];
       }
       out[i] = (uint32_t)lo | ((uint32_t)hi << 16);
     }
