@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+from procmem import proc_memory  # noqa: E402  (this folder is on sys.path: the scripts run as files)
 
 try:
     import torch
@@ -108,19 +109,6 @@ def bench_block(B, T, C, NH, NKV, min_time):
         return y @ wo.T
 
     return fwd_bwd_times(block, (x, *ws, wo), dout, min_time)
-
-
-def proc_memory():
-    """(current RSS, peak RSS) of this process in KiB: /proc/self/status, else getrusage."""
-    try:
-        with open("/proc/self/status") as f:
-            kv = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(kv["VmRSS"].split()[0]), int(kv["VmHWM"].split()[0])
-    except (OSError, KeyError):
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak, peak
 
 
 def rss(B, T, NH, NKV, HD, threads=1):

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 import llama  # noqa: E402
+from procmem import proc_memory  # noqa: E402  (this folder is on sys.path: the scripts run as files)
 
 
 def make_step(preset="tinyllama-15m", B=8, T=256, seed=0):
@@ -110,19 +111,6 @@ def timed(run, reps):
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return wall, cpu
-
-
-def proc_memory():
-    """(current RSS, peak RSS) of this process in KiB: /proc/self/status, else getrusage."""
-    try:
-        with open("/proc/self/status") as f:
-            kv = dict(line.split(":", 1) for line in f if ":" in line)
-        return int(kv["VmRSS"].split()[0]), int(kv["VmHWM"].split()[0])
-    except (OSError, KeyError):
-        import resource
-
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak, peak
 
 
 def rss(component, args, reps):
