@@ -62,9 +62,9 @@ __device__ __forceinline__ void tc_load_panel(FragA (&a)[HD / 16], const __nv_bf
 
 /* s (16 x 64 fp32, row stride TC_LDS) = A (16 x HD: a panel in registers, or in shared memory at
  * ap) times the rows of Bm (64 x HD, row-major, stride HD+8) transposed; the 16-wide column blocks
- * n with skip(n) are left unwritten. */
-template <int HD, typename Skip>
-__device__ __forceinline__ void tc_products_nt(float *s, const FragA (&a)[HD / 16], const __nv_bfloat16 *bm, Skip skip) {
+ * n with skip(n) are left unwritten. aFrag(kk, f) provides A's fragment kk. */
+template <int HD, typename AFrag, typename Skip>
+__device__ __forceinline__ void tc_products_nt_with(float *s, AFrag aFrag, const __nv_bfloat16 *bm, Skip skip) {
   for (int n = 0; n < 4; n++) {
     if (skip(n)) continue; /* warp-uniform */
     FragC acc;
@@ -73,27 +73,19 @@ __device__ __forceinline__ void tc_products_nt(float *s, const FragA (&a)[HD / 1
     for (int kk = 0; kk < HD / 16; kk++) {
       FragBt fb;
       wmma::load_matrix_sync(fb, bm + n * 16 * (HD + 8) + kk * 16, HD + 8);
-      wmma::mma_sync(acc, a[kk], fb, acc);
+      wmma::mma_sync(acc, aFrag(kk), fb, acc);
     }
     wmma::store_matrix_sync(s + n * 16, acc, TC_LDS, wmma::mem_row_major);
   }
 }
 template <int HD, typename Skip>
+__device__ __forceinline__ void tc_products_nt(float *s, const FragA (&a)[HD / 16], const __nv_bfloat16 *bm, Skip skip) {
+  tc_products_nt_with<HD>(s, [&](int kk) -> const FragA & { return a[kk]; }, bm, skip);
+}
+template <int HD, typename Skip>
 __device__ __forceinline__ void tc_products_nt(float *s, const __nv_bfloat16 *ap, const __nv_bfloat16 *bm, Skip skip) {
-  for (int n = 0; n < 4; n++) {
-    if (skip(n)) continue; /* warp-uniform */
-    FragC acc;
-    wmma::fill_fragment(acc, 0.0f);
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) {
-      FragA fa;
-      FragBt fb;
-      wmma::load_matrix_sync(fa, ap + kk * 16, HD + 8);
-      wmma::load_matrix_sync(fb, bm + n * 16 * (HD + 8) + kk * 16, HD + 8);
-      wmma::mma_sync(acc, fa, fb, acc);
-    }
-    wmma::store_matrix_sync(s + n * 16, acc, TC_LDS, wmma::mem_row_major);
-  }
+  FragA fa;
+  tc_products_nt_with<HD>(s, [&](int kk) -> const FragA & { wmma::load_matrix_sync(fa, ap + kk * 16, HD + 8); return fa; }, bm, skip);
 }
 
 /* acc[dn] += A (16 x 64 bf16 at a, row stride TC_LDP) times Bm (64 x HD, row-major, stride HD+8),
