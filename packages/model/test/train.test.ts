@@ -1,12 +1,24 @@
 import { describe, expect, test } from "bun:test";
-import { getPreset } from "@tinyllama/config";
+import { getPreset, type ModelConfig } from "@tinyllama/config";
 import { ShapeError, getBackend } from "@tinyllama/kernels";
-import { Model, defaultLogitsRows, parameterSpecs } from "@tinyllama/model";
+import { Model, defaultLogitsRows, parameterSpecs, type ModelOptions } from "@tinyllama/model";
 import { mulberry32 } from "@tinyllama/testing";
 
 function batch(n: number, V: number, seed: number): Int32Array {
   const rng = mulberry32(seed);
   return Int32Array.from({ length: n }, () => Math.floor(rng() * V));
+}
+
+/** One forward + backward of a fresh model: the loss and every gradient's bytes. */
+function lossAndGrads(cfg: ModelConfig, opts: ModelOptions, tokens: Int32Array, targets: Int32Array): { loss: number; grads: Buffer } {
+  const m = Model.create(cfg, opts);
+  try {
+    const loss = m.forward(tokens, targets);
+    m.backward();
+    return { loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) };
+  } finally {
+    m.free();
+  }
 }
 
 describe("Model training", () => {
@@ -46,16 +58,7 @@ describe("Model training", () => {
     const B = 2, T = 24;
     const tokens = batch(B * T, cfg.vocabSize, 1), targets = batch(B * T, cfg.vocabSize, 2);
     targets[5] = -100;
-    const run = () => {
-      const m = Model.create(cfg, { B, T, seed: 7 });
-      try {
-        const loss = m.forward(tokens, targets);
-        m.backward();
-        return { loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) };
-      } finally {
-        m.free();
-      }
-    };
+    const run = () => lossAndGrads(cfg, { B, T, seed: 7 }, tokens, targets);
     const a = run(), b = run();
     expect(a.loss).toBe(b.loss);
     expect(a.grads.equals(b.grads)).toBe(true);
@@ -73,14 +76,7 @@ describe("Model training", () => {
     try {
       for (const th of [1, 2, 3]) {
         be.threads = th;
-        const m = Model.create(cfg, { B, T, seed: 2 });
-        try {
-          const loss = m.forward(tokens, targets);
-          m.backward();
-          out.push({ loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) });
-        } finally {
-          m.free();
-        }
+        out.push(lossAndGrads(cfg, { B, T, seed: 2 }, tokens, targets));
       }
     } finally {
       be.threads = before;
@@ -98,16 +94,7 @@ describe("Model training", () => {
     const B = 8, T = 64;
     const tokens = batch(B * T, cfg.vocabSize, 5), targets = batch(B * T, cfg.vocabSize, 6);
     targets[300] = -100;
-    const run = (logitsChunk: number) => {
-      const m = Model.create(cfg, { B, T, seed: 4, logitsChunk });
-      try {
-        const loss = m.forward(tokens, targets);
-        m.backward();
-        return { loss, grads: Buffer.from((m.grads!.flat().read() as Float32Array).buffer) };
-      } finally {
-        m.free();
-      }
-    };
+    const run = (logitsChunk: number) => lossAndGrads(cfg, { B, T, seed: 4, logitsChunk }, tokens, targets);
     const whole = run(B * T), chunked = run(256);
     expect(chunked.loss).toBe(whole.loss);
     expect(chunked.grads.equals(whole.grads)).toBe(true);
