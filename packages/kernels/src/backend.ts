@@ -168,21 +168,16 @@ export function openBackend(opts: BackendOptions = {}): Backend {
     throw new Error(`TINYLLAMA_DEVICE must be one of cpu, cuda, auto; got '${requested}'`);
   // Tests: run the CUDA code path on the CPU emulator of the CUDA sources (test/cuda/emu.ts builds the
   // library), so the whole TypeScript side of a CUDA run (trainer, checkpoints, sampling) is exercised here.
-  const emulator = process.env.TINYLLAMA_CUDA_EMULATOR;
-  if (requested === "cuda" && emulator) {
-    const backend = new Backend("cuda", emulator);
-    const threads = opts.threads ?? envThreads();
-    if (threads !== undefined) backend.threads = threads;
-    return backend;
-  }
+  const emulator = requested === "cuda" ? process.env.TINYLLAMA_CUDA_EMULATOR : undefined;
   let kind: DeviceKind = "cpu";
-  if (requested !== "cpu") {
+  if (emulator) kind = "cuda";
+  else if (requested !== "cpu") {
     const why = cudaUnavailableReason();
     if (why === null) kind = "cuda";
     else if (requested === "cuda") throw new Error(`device 'cuda' was requested but ${why}; use --device cpu`);
     else notice(`tinyllama: CUDA backend unavailable (${why}); using the CPU backend`);
   }
-  const backend = new Backend(kind, kind === "cuda" ? buildCudaLibrary() : buildCpuLibrary(opts));
+  const backend = new Backend(kind, emulator || (kind === "cuda" ? buildCudaLibrary() : buildCpuLibrary(opts)));
   const threads = opts.threads ?? envThreads();
   if (threads !== undefined) backend.threads = threads;
   return backend;
